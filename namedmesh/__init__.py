@@ -1,0 +1,34 @@
+"""namedmesh: mesh-tensorflow's named-dimension programming model on TensorFlow 2.
+
+    import namedmesh as nm
+    mesh = nm.Mesh("b0:2", "batch:b0")
+    x = nm.import_tf_tensor(mesh, tf.ones([4, 8]), "batch:4;d_model:8")
+    y = nm.reduce_sum(x, reduced_dim="batch")     # one all-reduce over b0
+"""
+
+from namedmesh.core.contraction import (einsum, reduce_all, reduce_any, reduce_max, reduce_mean,
+                                        reduce_min, reduce_sum)
+from namedmesh.core.creation import (constant, mtf_range, ones, ones_like, random_uniform, zeros,
+                                     zeros_like)
+from namedmesh.core.dims import Dimension, Shape, convert_to_dimension, convert_to_shape
+from namedmesh.core.elementwise import (abs, add, add_n, broadcast, cast, divide, equal, exp, gelu,
+                                        greater, greater_equal, less, less_equal, log, logical_and,
+                                        logical_not, logical_or, maximum, minimum, multiply,
+                                        negative, not_equal, pow, reciprocal, relu, rsqrt, sigmoid,
+                                        silu, softplus, sqrt, square, stop_gradient, subtract, swish,
+                                        tanh, to_bfloat16, to_float, to_int32, where)
+from namedmesh.core.nn import (argmax, cumsum, log_softmax, one_hot, reduce_logsumexp, softmax,
+                               top_1)
+from namedmesh.core.reshape import rename_dimension, replace_dimensions, reshape
+from namedmesh.core.tensor import Tensor, export_to_tf_tensor, import_tf_tensor
+from namedmesh.errors import ConfigError, LayoutError, MeshError, NamedMeshError, ShapeError
+from namedmesh.layers import VariableStore, dense
+from namedmesh.lowering.devices import configure_cpu_devices
+from namedmesh.lowering.trace import CollectiveRecord, CollectiveTrace, trace_collectives
+from namedmesh.mesh.layout import TensorLayout
+from namedmesh.mesh.layout_rules import LayoutRules, convert_to_layout_rules
+from namedmesh.mesh.mesh import LayoutWarning, Mesh
+
+range = mtf_range  # noqa: A001 - mtf's public name is mtf.range
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The ``namedmesh`` console command."""

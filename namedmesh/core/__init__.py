@@ -1,0 +1,1 @@
+"""The named core: dims, shapes, the named Tensor and its ops."""

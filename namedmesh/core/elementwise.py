@@ -1,0 +1,340 @@
+"""Elementwise ops: unary maths, binary arithmetic and comparisons broadcast by name.
+
+Binary ops follow mtf's broadcasting rule: the output holds the dims of the
+first operand followed by the new dims of the second, unless one operand's
+dims are a subsequence of the other's (then the longer shape wins), or an
+``output_shape`` is given.  Dims are matched by name; sizes must agree.
+No communication is ever needed: a dim has the same split in every tensor.
+"""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from namedmesh.core.dims import Shape, convert_to_shape
+from namedmesh.core.tensor import Tensor
+from namedmesh.errors import ShapeError
+
+
+# -- helpers shared by many ops -------------------------------------------------
+def check_tensor(x, op: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError("%s expects a namedmesh.Tensor, got %s" % (op, type(x).__name__))
+    return x
+
+
+def same_mesh(tensors, op: str):
+    mesh = tensors[0].mesh
+    for t in tensors[1:]:
+        if t.mesh is not mesh:
+            raise ShapeError("%s: operands live on different meshes (%s and %s)"
+                             % (op, mesh.describe(), t.mesh.describe()))
+    return mesh
+
+
+def align_local(value: tf.Tensor, in_shape: Shape, out_shape: Shape) -> tf.Tensor:
+    """Transpose a slice of ``in_shape`` to ``out_shape``'s order, size-1 axes for missing dims."""
+    names = in_shape.names
+    order = [names.index(n) for n in out_shape.names if n in in_shape]
+    if order != sorted(order):
+        value = tf.transpose(value, order)
+    if in_shape.ndims != out_shape.ndims:
+        present = [n in in_shape for n in out_shape.names]
+        for axis, here in enumerate(present):
+            if not here:
+                value = tf.expand_dims(value, axis)
+    return value
+
+
+def _is_subsequence(short, long) -> bool:
+    it = iter(long)
+    return all(any(a == b for b in it) for a in short)
+
+
+def broadcast_shape(shape1: Shape, shape2: Shape, op: str) -> Shape:
+    """mtf's ``_infer_binary_broadcast_shape`` with a size check by name."""
+    for d in shape2.dims:
+        other = shape1.get(d.name)
+        if other is not None and other.size != d.size:
+            raise ShapeError("%s: dimension %r has size %d in %s but %d in %s"
+                             % (op, d.name, other.size, shape1, d.size, shape2))
+    if _is_subsequence(shape1.dims, shape2.dims):
+        return shape2
+    if _is_subsequence(shape2.dims, shape1.dims):
+        return shape1
+    return Shape(list(shape1.dims) + [d for d in shape2.dims if d.name not in shape1])
+
+
+def _check_output_shape(output_shape: Shape, shapes, op: str) -> Shape:
+    union = Shape([])
+    for s in shapes:
+        union = union + s
+    for d in output_shape.dims:
+        if d.name in union and union[d.name].size != d.size:
+            raise ShapeError("%s: output dim %s has a different size in the inputs (%s)"
+                             % (op, d, union[d.name]))
+    missing = [d.name for d in union.dims if d.name not in output_shape]
+    if missing:
+        raise ShapeError("%s: output_shape %s lacks input dims %s; use a reduction to drop dims"
+                         % (op, output_shape, missing))
+    extra = [d.name for d in output_shape.dims if d.name not in union]
+    if extra:
+        raise ShapeError("%s: output_shape %s has dims %s that no input has; use "
+                         "namedmesh.broadcast to add dims" % (op, output_shape, extra))
+    return output_shape
+
+
+def _as_operand(x, like: Tensor, op: str):
+    """A Tensor, or a TF scalar of ``like``'s dtype (python/numpy/TF scalars)."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (numbers.Number, np.generic)):
+        return tf.cast(tf.constant(x), like.dtype)
+    if isinstance(x, (tf.Tensor, tf.Variable)) and x.shape.rank == 0:
+        return tf.cast(x, like.dtype)
+    raise TypeError("%s: operand %r is neither a namedmesh.Tensor nor a scalar; import tf "
+                    "tensors with namedmesh.import_tf_tensor(mesh, value, shape)" % (op, x))
+
+
+def binary_op(fn, x1, x2, op: str, output_shape=None, out_dtype=None) -> Tensor:
+    """Apply ``fn(a, b)`` slicewise with broadcasting by name."""
+    if not isinstance(x1, Tensor) and not isinstance(x2, Tensor):
+        raise TypeError("%s: at least one operand must be a namedmesh.Tensor" % op)
+    like = x1 if isinstance(x1, Tensor) else x2
+    x1 = _as_operand(x1, like, op)
+    x2 = _as_operand(x2, like, op)
+    tensors = [t for t in (x1, x2) if isinstance(t, Tensor)]
+    mesh = same_mesh(tensors, op)
+    if output_shape is not None:
+        out_shape = _check_output_shape(convert_to_shape(output_shape),
+                                        [t.shape for t in tensors], op)
+    elif len(tensors) == 2:
+        out_shape = broadcast_shape(x1.shape, x2.shape, op)
+    else:
+        out_shape = tensors[0].shape
+
+    def local(a, b):
+        return fn(a, b)
+
+    def prep(t):
+        if isinstance(t, Tensor):
+            return mesh.impl.slicewise(lambda v: align_local(v, t.shape, out_shape), t.slices)
+        return t
+
+    slices = mesh.impl.slicewise(local, prep(x1), prep(x2))
+    return Tensor(mesh, out_shape, slices, out_dtype)
+
+
+def unary_op(fn, x: Tensor, op: str) -> Tensor:
+    check_tensor(x, op)
+    return Tensor(x.mesh, x.shape, x.mesh.impl.slicewise(fn, x.slices))
+
+
+# -- arithmetic ----------------------------------------------------------------
+def add(x1, x2, output_shape=None):
+    return binary_op(tf.add, x1, x2, "add", output_shape)
+
+
+def subtract(x1, x2, output_shape=None):
+    return binary_op(tf.subtract, x1, x2, "subtract", output_shape)
+
+
+def multiply(x1, x2, output_shape=None):
+    return binary_op(tf.multiply, x1, x2, "multiply", output_shape)
+
+
+def divide(x1, x2, output_shape=None):
+    return binary_op(tf.divide, x1, x2, "divide", output_shape)
+
+
+def pow(x1, x2, output_shape=None):  # noqa: A001 - mtf's name
+    return binary_op(tf.pow, x1, x2, "pow", output_shape)
+
+
+def minimum(x1, x2, output_shape=None):
+    return binary_op(tf.minimum, x1, x2, "minimum", output_shape)
+
+
+def maximum(x1, x2, output_shape=None):
+    return binary_op(tf.maximum, x1, x2, "maximum", output_shape)
+
+
+# -- comparisons (bool results) -------------------------------------------------
+def less(x1, x2, output_shape=None):
+    return binary_op(tf.less, x1, x2, "less", output_shape, tf.bool)
+
+
+def less_equal(x1, x2, output_shape=None):
+    return binary_op(tf.less_equal, x1, x2, "less_equal", output_shape, tf.bool)
+
+
+def greater(x1, x2, output_shape=None):
+    return binary_op(tf.greater, x1, x2, "greater", output_shape, tf.bool)
+
+
+def greater_equal(x1, x2, output_shape=None):
+    return binary_op(tf.greater_equal, x1, x2, "greater_equal", output_shape, tf.bool)
+
+
+def equal(x1, x2, output_shape=None):
+    return binary_op(tf.equal, x1, x2, "equal", output_shape, tf.bool)
+
+
+def not_equal(x1, x2, output_shape=None):
+    return binary_op(tf.not_equal, x1, x2, "not_equal", output_shape, tf.bool)
+
+
+def logical_and(x1, x2, output_shape=None):
+    return binary_op(tf.logical_and, x1, x2, "logical_and", output_shape, tf.bool)
+
+
+def logical_or(x1, x2, output_shape=None):
+    return binary_op(tf.logical_or, x1, x2, "logical_or", output_shape, tf.bool)
+
+
+def logical_not(x):
+    return unary_op(tf.logical_not, x, "logical_not")
+
+
+def where(condition, if_true, if_false, output_shape=None) -> Tensor:
+    """``if_true`` where ``condition`` else ``if_false``, broadcast by name."""
+    check_tensor(condition, "where")
+    like = if_true if isinstance(if_true, Tensor) else if_false
+    if not isinstance(like, Tensor):
+        raise TypeError("where: if_true or if_false must be a namedmesh.Tensor")
+    if_true = _as_operand(if_true, like, "where")
+    if_false = _as_operand(if_false, like, "where")
+    tensors = [t for t in (condition, if_true, if_false) if isinstance(t, Tensor)]
+    mesh = same_mesh(tensors, "where")
+    if output_shape is None:
+        out_shape = tensors[0].shape
+        for t in tensors[1:]:
+            out_shape = broadcast_shape(out_shape, t.shape, "where")
+    else:
+        out_shape = _check_output_shape(convert_to_shape(output_shape),
+                                        [t.shape for t in tensors], "where")
+    sizes = mesh.tensor_layout(out_shape).slice_sizes
+
+    def prep(t):
+        if isinstance(t, Tensor):
+            return mesh.impl.slicewise(lambda v: align_local(v, t.shape, out_shape), t.slices)
+        return t
+
+    def local(c, a, b):
+        return tf.where(tf.broadcast_to(c, sizes), a, b)
+
+    return Tensor(mesh, out_shape, mesh.impl.slicewise(local, prep(condition), prep(if_true),
+                                                       prep(if_false)), like.dtype)
+
+
+# -- unary maths --------------------------------------------------------------
+def negative(x):
+    return unary_op(tf.negative, x, "negative")
+
+
+def abs(x):  # noqa: A001 - mtf's name
+    return unary_op(tf.abs, x, "abs")
+
+
+def exp(x):
+    return unary_op(tf.exp, x, "exp")
+
+
+def log(x):
+    return unary_op(tf.math.log, x, "log")
+
+
+def sqrt(x):
+    return unary_op(tf.sqrt, x, "sqrt")
+
+
+def rsqrt(x):
+    return unary_op(tf.math.rsqrt, x, "rsqrt")
+
+
+def square(x):
+    return unary_op(tf.square, x, "square")
+
+
+def reciprocal(x):
+    return unary_op(tf.math.reciprocal, x, "reciprocal")
+
+
+def relu(x):
+    return unary_op(tf.nn.relu, x, "relu")
+
+
+def gelu(x):
+    """mtf's gelu: the tanh approximation."""
+    return unary_op(lambda v: tf.nn.gelu(v, approximate=True), x, "gelu")
+
+
+def sigmoid(x):
+    return unary_op(tf.sigmoid, x, "sigmoid")
+
+
+def tanh(x):
+    return unary_op(tf.tanh, x, "tanh")
+
+
+def softplus(x):
+    return unary_op(tf.nn.softplus, x, "softplus")
+
+
+def silu(x):
+    return unary_op(tf.nn.silu, x, "silu")
+
+
+swish = silu
+
+
+def stop_gradient(x):
+    return unary_op(tf.stop_gradient, x, "stop_gradient")
+
+
+def cast(x, dtype):
+    """``x`` converted to ``dtype`` (``tf.DType`` or its name)."""
+    dtype = tf.as_dtype(dtype)
+    check_tensor(x, "cast")
+    return Tensor(x.mesh, x.shape, x.mesh.impl.slicewise(lambda v: tf.cast(v, dtype), x.slices),
+                  dtype)
+
+
+def to_float(x):
+    return cast(x, tf.float32)
+
+
+def to_bfloat16(x):
+    return cast(x, tf.bfloat16)
+
+
+def to_int32(x):
+    return cast(x, tf.int32)
+
+
+def add_n(xs):
+    """Sum of a list of Tensors (broadcast by name)."""
+    xs = list(xs)
+    if not xs:
+        raise ShapeError("add_n needs at least one tensor")
+    out = xs[0]
+    for x in xs[1:]:
+        out = add(out, x)
+    return out
+
+
+def broadcast(x, new_shape) -> Tensor:
+    """``x`` broadcast to ``new_shape``, a superset of its dims (any order)."""
+    check_tensor(x, "broadcast")
+    new_shape = convert_to_shape(new_shape)
+    for d in x.shape.dims:
+        if d.name not in new_shape:
+            raise ShapeError("broadcast: dim %r of %s is missing from the new shape %s"
+                             % (d.name, x.shape, new_shape))
+        if new_shape[d.name].size != d.size:
+            raise ShapeError("broadcast: dim %r has size %d in %s but %d in the new shape %s"
+                             % (d.name, d.size, x.shape, new_shape[d.name].size, new_shape))
+    sizes = x.mesh.tensor_layout(new_shape).slice_sizes
+    return Tensor(x.mesh, new_shape, x.mesh.impl.slicewise(
+        lambda v: tf.broadcast_to(align_local(v, x.shape, new_shape), sizes), x.slices))

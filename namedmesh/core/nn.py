@@ -1,0 +1,96 @@
+"""Ops of neural-network code: softmax, top-1, one-hot, cumulative sum.
+
+Each states its output dims by name and matches mtf 0.1.21's semantics.
+"""
+
+import tensorflow as tf
+
+from namedmesh.core.contraction import reduce_max, reduce_sum
+from namedmesh.core.dims import Shape, convert_to_dimension
+from namedmesh.core.elementwise import check_tensor, exp, log, stop_gradient
+from namedmesh.core.tensor import Tensor
+from namedmesh.errors import ShapeError
+
+
+def _require_dim(x: Tensor, dim, op: str):
+    dim = convert_to_dimension(dim) if not isinstance(dim, str) else dim
+    name = dim if isinstance(dim, str) else dim.name
+    if name not in x.shape:
+        raise ShapeError("%s: dim %r is not a dim of the tensor %s" % (op, name, x.shape))
+    if not isinstance(dim, str) and x.shape[name].size != dim.size:
+        raise ShapeError("%s: dim %s has size %d in the tensor %s"
+                         % (op, dim, x.shape[name].size, x.shape))
+    return x.shape[name]
+
+
+def reduce_logsumexp(x: Tensor, reduced_dim) -> Tensor:
+    """``log(reduce_sum(exp(x)))`` over ``reduced_dim``, computed stably (mtf's form)."""
+    dim = _require_dim(x, reduced_dim, "reduce_logsumexp")
+    max_logit = reduce_max(stop_gradient(x), reduced_dim=dim)
+    return log(reduce_sum(exp(x - max_logit), reduced_dim=dim)) + max_logit
+
+
+def log_softmax(x: Tensor, reduced_dim) -> Tensor:
+    """``x - logsumexp(x)`` over ``reduced_dim``; output dims = x's dims."""
+    return x - reduce_logsumexp(x, reduced_dim)
+
+
+def softmax(x: Tensor, reduced_dim) -> Tensor:
+    """Softmax over ``reduced_dim`` (mtf: ``exp(log_softmax(x))``); output dims = x's dims."""
+    return exp(log_softmax(x, reduced_dim))
+
+
+def top_1(x: Tensor, reduced_dim):
+    """``(values, indices)``: the max over ``reduced_dim`` and its int32 position.
+
+    Output dims: x's dims without ``reduced_dim``.  Ties go to the first
+    position, and the gradient of ``values`` flows to that position only
+    (mtf 0.1.21's ``top_1``, which returns values first).
+    """
+    check_tensor(x, "top_1")
+    dim = _require_dim(x, reduced_dim, "top_1")
+    from namedmesh.lowering.selection import lower_top_1
+    return lower_top_1(x, dim)
+
+
+def argmax(x: Tensor, reduced_dim) -> Tensor:
+    """int32 position of the max over ``reduced_dim`` (first on ties)."""
+    return top_1(x, reduced_dim)[1]
+
+
+def one_hot(indices: Tensor, output_dim, on_value=1.0, off_value=0.0, dtype=tf.float32) -> Tensor:
+    """``[*indices.dims, output_dim]``: ``on_value`` at each index, else ``off_value``.
+
+    Indices outside ``[0, output_dim.size)`` give an all-``off_value`` row.
+    """
+    check_tensor(indices, "one_hot")
+    if not indices.dtype.is_integer:
+        raise TypeError("one_hot: indices must be an integer tensor, got %s %s"
+                        % (indices.dtype.name, indices.shape))
+    output_dim = convert_to_dimension(output_dim)
+    if output_dim.name in indices.shape:
+        raise ShapeError("one_hot: output dim %r is already a dim of the indices %s"
+                         % (output_dim.name, indices.shape))
+    out_shape = Shape(list(indices.shape.dims) + [output_dim])
+    mesh = indices.mesh
+    layout = mesh.tensor_layout(out_shape)
+    depth = layout.slice_sizes[-1]
+    axis = layout.mesh_axes[-1]
+    dtype = tf.as_dtype(dtype)
+
+    def fn(idx, coord):
+        if axis is not None:
+            idx = idx - tf.cast(coord * depth, idx.dtype)
+        return tf.one_hot(idx, depth, on_value=tf.cast(on_value, dtype),
+                          off_value=tf.cast(off_value, dtype), dtype=dtype)
+
+    coords = mesh.impl.pcoord(axis) if axis is not None else mesh.impl.pcoord_or_none()
+    return Tensor(mesh, out_shape, mesh.impl.slicewise(fn, indices.slices, coords), dtype)
+
+
+def cumsum(x: Tensor, dim, exclusive: bool = False) -> Tensor:
+    """Cumulative sum along ``dim`` (``exclusive``: each position excludes itself)."""
+    check_tensor(x, "cumsum")
+    dim = _require_dim(x, dim, "cumsum")
+    from namedmesh.lowering.selection import lower_cumsum
+    return lower_cumsum(x, dim, exclusive)

@@ -1,0 +1,144 @@
+"""The named ``Tensor``: a (laid-out) TensorFlow value plus a ``Shape``.
+
+A Tensor's axes are addressed by name.  Its value lives as slices on the
+processors of its ``Mesh`` (one slice on a single device); ops never look at
+the axis order except to translate names to positions.
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+
+from namedmesh.core.dims import Shape, convert_to_shape
+from namedmesh.errors import ShapeError
+
+
+class Tensor:
+    """A named-dimension tensor on a mesh.
+
+    Attributes:
+      mesh: the ``Mesh`` it lives on.
+      shape: its global ``Shape`` (dims by name, in axis order).
+      dtype: its ``tf.DType``.
+      slices: the laid-out value, a tuple of ``tf.Tensor`` (one per local
+        processor), each of shape ``layout.slice_sizes``.
+
+    Build one with ``import_tf_tensor(mesh, value, shape)`` or any op;
+    ``export_to_tf_tensor(t)`` returns the global ``tf.Tensor``.
+    """
+
+    __slots__ = ("mesh", "shape", "dtype", "slices", "_layout")
+    __array_priority__ = 100  # so numpy scalars on the left defer to us
+
+    def __init__(self, mesh, shape: Shape, slices, dtype: Optional[tf.DType] = None):
+        self.mesh = mesh
+        self.shape = convert_to_shape(shape)
+        self.slices = tuple(slices)
+        self.dtype = tf.as_dtype(dtype) if dtype is not None else self.slices[0].dtype
+        self._layout = None
+
+    @property
+    def layout(self):
+        """The ``TensorLayout`` of this tensor on its mesh."""
+        if self._layout is None:
+            self._layout = self.mesh.tensor_layout(self.shape)
+        return self._layout
+
+    @property
+    def dims(self):
+        return self.shape.dims
+
+    @property
+    def size(self) -> int:
+        return self.shape.size
+
+    def __repr__(self):
+        return "namedmesh.Tensor(shape=%s, dtype=%s, mesh=%s)" % (
+            self.shape, self.dtype.name, self.mesh.describe())
+
+    def __bool__(self):
+        raise TypeError("the truth value of a namedmesh.Tensor is ambiguous; use "
+                        "namedmesh.reduce_any / reduce_all or export it first")
+
+    # -- operators (implemented in elementwise.py) ---------------------------
+    def __add__(self, other):
+        return _ew().add(self, other)
+
+    def __radd__(self, other):
+        return _ew().add(other, self)
+
+    def __sub__(self, other):
+        return _ew().subtract(self, other)
+
+    def __rsub__(self, other):
+        return _ew().subtract(other, self)
+
+    def __mul__(self, other):
+        return _ew().multiply(self, other)
+
+    def __rmul__(self, other):
+        return _ew().multiply(other, self)
+
+    def __truediv__(self, other):
+        return _ew().divide(self, other)
+
+    def __rtruediv__(self, other):
+        return _ew().divide(other, self)
+
+    def __neg__(self):
+        return _ew().negative(self)
+
+    def __pow__(self, other):
+        return _ew().pow(self, other)
+
+    def __lt__(self, other):
+        return _ew().less(self, other)
+
+    def __le__(self, other):
+        return _ew().less_equal(self, other)
+
+    def __gt__(self, other):
+        return _ew().greater(self, other)
+
+    def __ge__(self, other):
+        return _ew().greater_equal(self, other)
+
+    __hash__ = object.__hash__  # == is not overloaded: use namedmesh.equal
+
+
+def _ew():
+    from namedmesh.core import elementwise
+    return elementwise
+
+
+def import_tf_tensor(mesh, value, shape) -> Tensor:
+    """A namedmesh Tensor holding the global ``value`` with dims ``shape``.
+
+    ``value``: anything ``tf.convert_to_tensor`` accepts, whose static shape
+    equals the sizes of ``shape`` in order.  On a multi-processor mesh each
+    processor keeps its slice (a local copy, no communication).
+    """
+    shape = convert_to_shape(shape)
+    if shape is None:
+        raise ShapeError("import_tf_tensor needs a shape, got None")
+    value = tf.convert_to_tensor(value)
+    static = value.shape
+    if static.rank is not None and static.rank != shape.ndims:
+        raise ShapeError("import_tf_tensor: value has rank %d (shape %s) but the named shape %s "
+                         "has %d dims" % (static.rank, static.as_list(), shape, shape.ndims))
+    if static.rank is not None:
+        for d, n in zip(shape.dims, static.as_list()):
+            if n is not None and n != d.size:
+                raise ShapeError("import_tf_tensor: dim %r has size %d in the named shape %s but "
+                                 "the value's axis has size %d (value shape %s)"
+                                 % (d.name, d.size, shape, n, static.as_list()))
+    value = tf.ensure_shape(value, shape.sizes) if static.rank is None else value
+    layout = mesh.tensor_layout(shape)
+    return Tensor(mesh, shape, mesh.impl.import_tf_tensor(value, layout), value.dtype)
+
+
+def export_to_tf_tensor(t: Tensor) -> tf.Tensor:
+    """The global ``tf.Tensor`` of ``t``, axes in the order of ``t.shape``."""
+    if not isinstance(t, Tensor):
+        raise TypeError("export_to_tf_tensor expects a namedmesh.Tensor, got %r" % (t,))
+    return t.mesh.impl.export_to_tf_tensor(t.slices, t.layout)

@@ -1,0 +1,26 @@
+"""Exceptions raised by namedmesh.
+
+Every error names the offending value (a dimension, a mesh string, a config
+key) and says what was expected.  They derive from ``ValueError`` so that code
+written against mesh-tensorflow's ``ValueError``s keeps working.
+"""
+
+
+class NamedMeshError(ValueError):
+    """Base class of every error namedmesh raises on bad input."""
+
+
+class ShapeError(NamedMeshError):
+    """A dimension, shape or shape string is malformed or inconsistent."""
+
+
+class LayoutError(NamedMeshError):
+    """A layout string, layout rule or tensor layout is invalid for a mesh."""
+
+
+class MeshError(NamedMeshError):
+    """A mesh does not fit its devices, replicas or executor."""
+
+
+class ConfigError(NamedMeshError):
+    """A layer configuration (kwargs, hparams, gin file) is invalid."""

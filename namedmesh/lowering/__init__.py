@@ -1,0 +1,1 @@
+"""Lowering named ops to per-processor slices and collectives, and the executors."""

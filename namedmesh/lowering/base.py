@@ -1,0 +1,97 @@
+"""The interface every executor implements: slices, coordinates and collectives.
+
+A namedmesh ``Tensor`` holds its value *laid out*: a tuple of TensorFlow
+tensors, one per processor that this Python process drives (every processor
+for the placement executor, this replica's for the tf.distribute executor).
+Ops are written once, SPMD style, against this interface:
+
+* ``slicewise(fn, *args)``: run ``fn`` on each processor's slices;
+* ``pcoord(axis)``: each processor's coordinate along a mesh axis;
+* ``allreduce`` / ``alltoall`` / ``allconcat`` over the groups of one or more
+  mesh axes, with gradients that are their exact adjoints.
+
+Gradients follow the *joint* convention: TensorFlow differentiates the
+program that all processors run together, each copy of a replicated value
+being its own input.  The adjoint of a group sum is the group sum, of an
+all-to-all the reverse all-to-all, of an all-concat a group sum followed by
+taking one's own piece.  Exporting a replicated tensor reads one copy, so the
+gradient summed over copies is the gradient of the global program.
+"""
+
+import abc
+from typing import Callable, Sequence, Tuple
+
+import tensorflow as tf
+
+LaidOut = Tuple[tf.Tensor, ...]
+
+REDUCTIONS = ("SUM", "MAX", "MIN")
+
+
+class MeshImpl(abc.ABC):
+    """Executes laid-out slices for one Mesh.  Subclasses: one per executor."""
+
+    def __init__(self, mesh):
+        self.mesh = mesh
+
+    @property
+    def num_local_slices(self) -> int:
+        """How many processors' slices this process holds."""
+        raise NotImplementedError
+
+    # -- local work ---------------------------------------------------------
+    @abc.abstractmethod
+    def slicewise(self, fn: Callable, *args) -> LaidOut:
+        """``fn`` applied per processor; laid-out args are indexed per slice,
+        anything else is passed unchanged.  ``fn`` may return a tuple, in which
+        case a tuple of laid-out values is returned."""
+
+    @abc.abstractmethod
+    def pcoord(self, mesh_axis: int) -> LaidOut:
+        """Each processor's coordinate along ``mesh_axis`` (int32 scalars or ints)."""
+
+    def pcoord_or_none(self) -> LaidOut:
+        """One ``None`` per local slice: drives ``slicewise`` for ops with no inputs."""
+        return (None,) * self.num_local_slices
+
+    # -- collectives ----------------------------------------------------------
+    @abc.abstractmethod
+    def allreduce(self, x: LaidOut, mesh_axes: Sequence[int], reduction: str) -> LaidOut:
+        """Combine ``x`` over the groups of ``mesh_axes`` with SUM, MAX or MIN."""
+
+    @abc.abstractmethod
+    def alltoall(self, x: LaidOut, mesh_axis: int, split_axis: int, concat_axis: int) -> LaidOut:
+        """Split each slice on ``split_axis`` into one piece per group member,
+        send piece k to member k, and concatenate what arrives on ``concat_axis``
+        (in member order)."""
+
+    @abc.abstractmethod
+    def allconcat(self, x: LaidOut, mesh_axis: int, concat_axis: int) -> LaidOut:
+        """Concatenate the group's slices on ``concat_axis``; every member gets all."""
+
+    def allsplit(self, x: LaidOut, mesh_axis: int, split_axis: int) -> LaidOut:
+        """Keep this processor's piece of ``split_axis`` (no communication)."""
+        n = self.mesh.shape.dims[mesh_axis].size
+
+        def take(t, coord):
+            size = t.shape[split_axis] // n
+            begin = [0] * t.shape.rank
+            sizes = [-1] * t.shape.rank
+            begin[split_axis] = coord * size
+            sizes[split_axis] = size
+            if isinstance(coord, int):
+                index = [slice(None)] * t.shape.rank
+                index[split_axis] = slice(coord * size, (coord + 1) * size)
+                return t[tuple(index)]
+            return tf.slice(t, tf.stack([tf.cast(b, tf.int32) for b in begin]), sizes)
+
+        return self.slicewise(take, x, self.pcoord(mesh_axis))
+
+    # -- moving whole tensors in and out --------------------------------------
+    @abc.abstractmethod
+    def import_tf_tensor(self, value: tf.Tensor, layout) -> LaidOut:
+        """Slices of a full (global) tensor, according to ``layout``."""
+
+    @abc.abstractmethod
+    def export_to_tf_tensor(self, x: LaidOut, layout) -> tf.Tensor:
+        """The full (global) tensor assembled from slices."""

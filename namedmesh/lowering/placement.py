@@ -1,0 +1,145 @@
+"""The placement executor: every processor's slice is a TF tensor on its own device.
+
+One Python program drives all processors (mtf's ``PlacementMeshImpl``):
+slicewise work runs under ``tf.device`` per processor, and collectives are
+ordinary TF ops that move tensors between devices, so TensorFlow's own
+autodiff gives their exact adjoints.  Runs eagerly and inside ``tf.function``.
+"""
+
+import contextlib
+
+import tensorflow as tf
+
+from namedmesh.lowering.base import LaidOut, MeshImpl
+from namedmesh.lowering.tracing_mixin import TracingMixin
+
+
+class PlacementImpl(TracingMixin, MeshImpl):
+    """Slices on ``devices[p]`` for processor ``p`` (row-major mesh coordinates)."""
+
+    def __init__(self, mesh, devices):
+        super().__init__(mesh)
+        self.devices = list(devices)
+
+    @property
+    def num_local_slices(self) -> int:
+        return self.mesh.size
+
+    def on(self, p: int):
+        d = self.devices[p]
+        return tf.device(d) if d else contextlib.nullcontext()
+
+    def slicewise(self, fn, *args) -> LaidOut:
+        outs = []
+        for p in range(self.mesh.size):
+            per = [a[p] if isinstance(a, tuple) else a for a in args]
+            with self.on(p):
+                outs.append(fn(*per))
+        return tuple(outs)
+
+    def pcoord(self, mesh_axis: int) -> LaidOut:
+        return tuple(self.mesh.coordinates(p)[mesh_axis] for p in range(self.mesh.size))
+
+    # -- collectives -----------------------------------------------------------
+    def allreduce(self, x, mesh_axes, reduction, shape=None) -> LaidOut:
+        mesh_axes = [a for a in mesh_axes if self.mesh.shape.dims[a].size > 1]
+        if not mesh_axes:
+            return x
+        self.record_collective("all_reduce", mesh_axes, x, shape, reduction=reduction)
+        out = list(x)
+        for group in self.mesh.groups(mesh_axes):
+            with self.on(group[0]):
+                if reduction == "SUM":
+                    total = [tf.add_n([x[p] for p in group])]
+                else:
+                    total = _reduce_extreme(reduction, *[x[p] for p in group])
+            for p in group:
+                with self.on(p):
+                    out[p] = tf.identity(total[0])
+        return tuple(out)
+
+    def alltoall(self, x, mesh_axis, split_axis, concat_axis, shape=None, new_shape=None) -> LaidOut:
+        n = self.mesh.shape.dims[mesh_axis].size
+        if n == 1:
+            return x
+        self.record_collective("all_to_all", [mesh_axis], x, shape, split_axis=split_axis,
+                               concat_axis=concat_axis, new_shape=new_shape)
+        out = list(x)
+        for group in self.mesh.groups([mesh_axis]):
+            pieces = {}
+            for p in group:
+                with self.on(p):
+                    pieces[p] = tf.split(x[p], n, axis=split_axis)
+            for k, p in enumerate(group):
+                with self.on(p):
+                    out[p] = tf.concat([pieces[s][k] for s in group], axis=concat_axis)
+        return tuple(out)
+
+    def allconcat(self, x, mesh_axis, concat_axis, shape=None) -> LaidOut:
+        if self.mesh.shape.dims[mesh_axis].size == 1:
+            return x
+        self.record_collective("all_gather", [mesh_axis], x, shape, concat_axis=concat_axis)
+        out = list(x)
+        for group in self.mesh.groups([mesh_axis]):
+            for p in group:
+                with self.on(p):
+                    out[p] = tf.concat([x[s] for s in group], axis=concat_axis)
+        return tuple(out)
+
+    # -- import / export ----------------------------------------------------------
+    def import_tf_tensor(self, value, layout) -> LaidOut:
+        if self.mesh.size == 1:
+            with self.on(0):
+                return (tf.identity(value),)
+        sizes = layout.slice_sizes
+
+        def take(coords):
+            index = []
+            for axis, n in zip(layout.mesh_axes, sizes):
+                if axis is None:
+                    index.append(slice(None))
+                else:
+                    c = coords[axis]
+                    index.append(slice(c * n, (c + 1) * n))
+            return value[tuple(index)]
+
+        out = []
+        for p in range(self.mesh.size):
+            with self.on(p):
+                out.append(take(self.mesh.coordinates(p)))
+        return tuple(out)
+
+    def export_to_tf_tensor(self, x, layout) -> tf.Tensor:
+        split = [(t, a) for t, a in enumerate(layout.mesh_axes) if a is not None]
+        coords = [0] * self.mesh.ndims
+
+        def assemble(level):
+            if level == len(split):
+                return x[self.mesh.pnum(coords)]
+            tensor_axis, mesh_axis = split[level]
+            parts = []
+            for c in range(self.mesh.shape.dims[mesh_axis].size):
+                coords[mesh_axis] = c
+                parts.append(assemble(level + 1))
+            coords[mesh_axis] = 0
+            return tf.concat(parts, axis=tensor_axis)
+
+        return assemble(0)
+
+
+def _reduce_extreme(reduction, *values):
+    """Max or min of a group's slices, with mtf's gradient (every maximal element gets it)."""
+    fn = tf.maximum if reduction == "MAX" else tf.minimum
+
+    @tf.custom_gradient
+    def combine(*xs):
+        y = xs[0]
+        for v in xs[1:]:
+            y = fn(y, v)
+
+        def grad(dy):
+            return [tf.cast(tf.equal(v, y), dy.dtype) * dy for v in xs]
+
+        return y, grad
+
+    return [combine(*values)]

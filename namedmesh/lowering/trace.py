@@ -1,0 +1,145 @@
+"""The collective trace: a record of every collective a program ran.
+
+    with namedmesh.trace_collectives() as trace:
+        y = namedmesh.reshape(x, new_shape)
+    print(trace.summary())
+    trace.count("all_to_all")
+
+Records are made when the op is lowered: every call eagerly, once per trace
+inside ``tf.function``.  Collectives of the backward pass (the adjoints of
+forward collectives) are recorded with ``phase="backward"``.
+"""
+
+import contextlib
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional, Tuple
+
+_state = threading.local()
+
+KINDS = ("all_reduce", "all_to_all", "all_gather")
+
+
+@dataclass(frozen=True)
+class CollectiveRecord:
+    """One collective.
+
+    kind: "all_reduce", "all_to_all" or "all_gather".
+    mesh_dims: names of the mesh dims whose groups it runs in.
+    shape: the global tensor dims it moves, as a string with split dims marked,
+      e.g. ``[experts:4(b1), batch:8, d_model:16]`` (for an all-to-all: before it).
+    new_shape: for an all-to-all made by a reshape, the dims after the reshape.
+    group_size: processors per group; num_groups: how many groups run it at once.
+    bytes_per_processor: bytes of the slice each processor contributes.
+    reduction: "SUM"/"MAX"/"MIN" for all-reduces.
+    split_axis / concat_axis: tensor axes of the slice (all-to-all / all-gather).
+    phase: "forward" or "backward".
+    """
+
+    kind: str
+    mesh_dims: Tuple[str, ...]
+    shape: str
+    group_size: int
+    num_groups: int
+    bytes_per_processor: int
+    dtype: str
+    reduction: Optional[str] = None
+    split_axis: Optional[int] = None
+    concat_axis: Optional[int] = None
+    new_shape: Optional[str] = None
+    phase: str = "forward"
+
+    def describe(self) -> str:
+        extra = ""
+        if self.kind == "all_reduce":
+            extra = " %s" % self.reduction
+        if self.new_shape:
+            extra += " -> %s" % self.new_shape
+        return "%-10s %-9s over %-8s %s%s  %d B/processor (%d groups of %d)" % (
+            self.kind, self.phase, ",".join(self.mesh_dims) or "-", self.shape, extra,
+            self.bytes_per_processor, self.num_groups, self.group_size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CollectiveTrace:
+    """The records of one ``trace_collectives()`` block, in the order they ran."""
+
+    records: List[CollectiveRecord] = field(default_factory=list)
+
+    def count(self, kind: Optional[str] = None, phase: Optional[str] = "forward",
+              mesh_dims: Optional[Tuple[str, ...]] = None) -> int:
+        return len(self.select(kind, phase, mesh_dims))
+
+    def select(self, kind=None, phase="forward", mesh_dims=None) -> List[CollectiveRecord]:
+        out = []
+        for r in self.records:
+            if kind is not None and r.kind != kind:
+                continue
+            if phase is not None and r.phase != phase:
+                continue
+            if mesh_dims is not None and tuple(r.mesh_dims) != tuple(mesh_dims):
+                continue
+            out.append(r)
+        return out
+
+    def total_bytes(self, kind=None, phase="forward") -> int:
+        return sum(r.bytes_per_processor for r in self.select(kind, phase))
+
+    def summary(self) -> str:
+        if not self.records:
+            return "(no collectives)"
+        return "\n".join(r.describe() for r in self.records)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+
+def _stack():
+    if not hasattr(_state, "traces"):
+        _state.traces = []
+        _state.phase = "forward"
+    return _state
+
+
+@contextlib.contextmanager
+def trace_collectives():
+    """Record the collectives run inside the block; yields a ``CollectiveTrace``."""
+    state = _stack()
+    trace = CollectiveTrace()
+    state.traces.append(trace)
+    try:
+        yield trace
+    finally:
+        state.traces.remove(trace)
+
+
+@contextlib.contextmanager
+def backward_phase():
+    """Mark records made inside as the backward pass (used by custom gradients)."""
+    state = _stack()
+    old = state.phase
+    state.phase = "backward"
+    try:
+        yield
+    finally:
+        state.phase = old
+
+
+def record(**fields) -> None:
+    """Add a record to every active trace (no-op when none is active)."""
+    state = _stack()
+    if not state.traces:
+        return
+    rec = CollectiveRecord(phase=state.phase, **fields)
+    for t in state.traces:
+        t.records.append(rec)
+
+
+def active() -> bool:
+    return bool(_stack().traces)

@@ -1,0 +1,1 @@
+"""Meshes, layout rules and tensor layouts."""

@@ -1,0 +1,155 @@
+"""The ``Mesh``: named processor dims, layout rules and the executor that runs slices.
+
+Processors are numbered row-major over the mesh dims (the last dim fastest),
+as in mtf.  The groups along a set of mesh dims are the processors that agree
+on every other coordinate; members are listed in increasing processor number.
+"""
+
+import itertools
+import warnings
+from typing import List, Optional, Sequence, Tuple
+
+from namedmesh.core.dims import Shape, convert_to_shape
+from namedmesh.errors import LayoutError, MeshError, ShapeError
+from namedmesh.mesh.layout import TensorLayout, compute_tensor_layout
+from namedmesh.mesh.layout_rules import convert_to_layout_rules
+
+
+class LayoutWarning(UserWarning):
+    """A layout rule that has no effect on this mesh (mtf ignores such rules silently)."""
+
+
+class Mesh:
+    """A mesh of processors with named dims and layout rules.
+
+    Args:
+      mesh_shape: mtf string ``"b0:2;b1:4"``, a Shape or a list of Dimensions.
+        ``""`` is a single processor.
+      layout: layout rules, mtf string ``"batch:b0;experts:b1"`` or pairs.
+      devices: device names, one per processor (placement executor).  Default:
+        logical CPU devices ``/CPU:0 ..``, configured on first use.
+      name: a label used in messages.
+
+    A layout rule naming a mesh dim that the mesh lacks has no effect; it is
+    reported with a ``LayoutWarning`` and listed in ``mesh.ignored_rules``.
+    """
+
+    def __init__(self, mesh_shape="", layout="", devices: Optional[Sequence[str]] = None,
+                 name: str = "mesh"):
+        try:
+            self.shape: Shape = convert_to_shape(mesh_shape) if mesh_shape is not None else Shape([])
+        except ShapeError as e:
+            raise MeshError("mesh shape %r: %s" % (mesh_shape, e)) from None
+        self.layout_rules = convert_to_layout_rules(layout)
+        self.name = name
+        self._layouts = {}
+        mesh_names = set(self.shape.names)
+        self.ignored_rules: Tuple[Tuple[str, str], ...] = tuple(
+            (t, m) for t, m in self.layout_rules if m not in mesh_names)
+        for t, m in self.ignored_rules:
+            warnings.warn(
+                "layout rule %s:%s names mesh dim %r, which mesh %s does not have (its dims: %s); "
+                "the rule is ignored and %r stays replicated"
+                % (t, m, m, self.shape.to_string() or "''", list(self.shape.names) or "none", t),
+                LayoutWarning, stacklevel=2)
+        self.strategy = None
+        if devices is None:
+            from namedmesh.lowering.devices import default_devices
+            devices = default_devices(self.size)
+        devices = list(devices)
+        if len(devices) != self.size:
+            raise MeshError("mesh %s has %d processors but %d devices were given: %s"
+                            % (self.shape.to_string(), self.size, len(devices), devices))
+        from namedmesh.lowering.placement import PlacementImpl
+        self.impl = PlacementImpl(self, devices)
+
+    # -- geometry -----------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self.shape.size
+
+    @property
+    def ndims(self) -> int:
+        return self.shape.ndims
+
+    @property
+    def executor(self) -> str:
+        """``"placement"`` or ``"strategy"``."""
+        return "strategy" if self.strategy is not None else "placement"
+
+    def mesh_axis(self, name: str) -> int:
+        if name not in self.shape:
+            raise MeshError("mesh %s has no dim %r (its dims: %s)"
+                            % (self.shape.to_string(), name, list(self.shape.names)))
+        return self.shape.index(name)
+
+    def coordinates(self, pnum: int) -> Tuple[int, ...]:
+        """Coordinates of processor ``pnum`` (row-major, last mesh dim fastest)."""
+        if not 0 <= pnum < self.size:
+            raise MeshError("processor %d is outside mesh %s (%d processors)"
+                            % (pnum, self.shape.to_string(), self.size))
+        coords = []
+        for n in reversed(self.shape.sizes):
+            coords.append(pnum % n)
+            pnum //= n
+        return tuple(reversed(coords))
+
+    def pnum(self, coordinates: Sequence[int]) -> int:
+        p = 0
+        for c, n in zip(coordinates, self.shape.sizes):
+            p = p * n + c
+        return p
+
+    def groups(self, mesh_dims) -> List[List[int]]:
+        """Processor groups along ``mesh_dims`` (names or axes): processors that agree
+        on all other coordinates, members in increasing processor number.
+
+        Mesh ``x:2;y:3``: ``groups(["x"]) == [[0, 3], [1, 4], [2, 5]]``.
+        """
+        axes = sorted(self._as_axis(d) for d in mesh_dims)
+        others = [a for a in range(self.ndims) if a not in axes]
+        out = []
+        for fixed in itertools.product(*[range(self.shape.sizes[a]) for a in others]):
+            members = []
+            for varying in itertools.product(*[range(self.shape.sizes[a]) for a in axes]):
+                coords = [0] * self.ndims
+                for a, c in zip(others, fixed):
+                    coords[a] = c
+                for a, c in zip(axes, varying):
+                    coords[a] = c
+                members.append(self.pnum(coords))
+            out.append(sorted(members))
+        return out
+
+    def _as_axis(self, d) -> int:
+        if isinstance(d, int):
+            if not 0 <= d < self.ndims:
+                raise MeshError("mesh axis %d is outside mesh %s" % (d, self.shape.to_string()))
+            return d
+        return self.mesh_axis(d)
+
+    # -- layouts ---------------------------------------------------------------
+    def tensor_layout(self, shape) -> TensorLayout:
+        """Which dims of ``shape`` are split over which mesh dims (cached by shape)."""
+        shape = convert_to_shape(shape)
+        layout = self._layouts.get(shape)
+        if layout is None:
+            layout = compute_tensor_layout(shape, self.shape, self.layout_rules)
+            self._layouts[shape] = layout
+        return layout
+
+    def describe_layout(self, shape) -> str:
+        """``[experts:4(b1), batch:8]``: dims with the mesh dim splitting each."""
+        layout = self.tensor_layout(shape)
+        parts = []
+        for d, a in zip(layout.shape.dims, layout.mesh_axes):
+            parts.append(str(d) if a is None else "%s(%s)" % (d, self.shape.dims[a].name))
+        return "[%s]" % ", ".join(parts)
+
+    def describe(self) -> str:
+        rules = self.layout_rules.to_string()
+        return "Mesh(%r, %r, %s)" % (self.shape.to_string(), rules, self.executor)
+
+    def __repr__(self):
+        return self.describe()
+
