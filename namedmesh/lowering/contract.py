@@ -52,27 +52,26 @@ def lower_einsum(mesh, xs, output_shape, reduced, letter) -> Tensor:
     return Tensor(mesh, output_shape, out, xs[0].dtype)
 
 
-@tf.custom_gradient
-def _local_max(value, axes, keepdims_shape):
-    """``tf.reduce_max`` with mtf's gradient: every position equal to the max gets dy."""
-    y = tf.reduce_max(value, axes)
+def _extreme_with_mtf_gradient(reduce_fn):
+    """``reduce_fn`` (tf.reduce_max/min) whose gradient, like mtf's, gives dy to
+    every position equal to the result (ties are not split)."""
 
-    def grad(dy):
-        y_b = tf.reshape(y, keepdims_shape)
-        return tf.cast(tf.equal(value, y_b), dy.dtype) * tf.reshape(dy, keepdims_shape), None, None
+    @tf.custom_gradient
+    def fn(value, axes, keepdims_shape):
+        y = reduce_fn(value, axes)
 
-    return y, grad
+        def grad(dy):
+            y_b = tf.reshape(y, keepdims_shape)
+            mask = tf.cast(tf.equal(value, y_b), dy.dtype)
+            return mask * tf.reshape(dy, keepdims_shape), None, None
+
+        return y, grad
+
+    return fn
 
 
-@tf.custom_gradient
-def _local_min(value, axes, keepdims_shape):
-    y = tf.reduce_min(value, axes)
-
-    def grad(dy):
-        y_b = tf.reshape(y, keepdims_shape)
-        return tf.cast(tf.equal(value, y_b), dy.dtype) * tf.reshape(dy, keepdims_shape), None, None
-
-    return y, grad
+_local_max = _extreme_with_mtf_gradient(tf.reduce_max)
+_local_min = _extreme_with_mtf_gradient(tf.reduce_min)
 
 
 def _local_reduce(value, axes, reduction):
