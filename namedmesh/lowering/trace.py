@@ -6,8 +6,14 @@
     trace.count("all_to_all")
 
 Records are made when the op is lowered: every call eagerly, once per trace
-inside ``tf.function``.  Collectives of the backward pass (the adjoints of
-forward collectives) are recorded with ``phase="backward"``.
+inside ``tf.function``; under the tf.distribute executor, for replica 0 only
+(the program is the same on every replica).  The tf.distribute executor also
+records the collectives of the backward pass (its custom adjoints) with
+``phase="backward"``; the placement executor's backward pass is TensorFlow's
+own autodiff of the forward ops and is not recorded.
+
+The list of active traces is process-wide (tf.distribute runs replica
+functions in threads of its own); the phase flag is per thread.
 """
 
 import contextlib
@@ -15,7 +21,9 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Tuple
 
-_state = threading.local()
+_state = threading.local()  # per thread: the phase
+_traces = []                # process-wide: the active traces
+_lock = threading.Lock()
 
 KINDS = ("all_reduce", "all_to_all", "all_gather")
 
@@ -100,46 +108,37 @@ class CollectiveTrace:
         return iter(self.records)
 
 
-def _stack():
-    if not hasattr(_state, "traces"):
-        _state.traces = []
-        _state.phase = "forward"
-    return _state
-
-
 @contextlib.contextmanager
 def trace_collectives():
     """Record the collectives run inside the block; yields a ``CollectiveTrace``."""
-    state = _stack()
     trace = CollectiveTrace()
-    state.traces.append(trace)
+    with _lock:
+        _traces.append(trace)
     try:
         yield trace
     finally:
-        state.traces.remove(trace)
+        with _lock:
+            _traces.remove(trace)
 
 
 @contextlib.contextmanager
 def backward_phase():
     """Mark records made inside as the backward pass (used by custom gradients)."""
-    state = _stack()
-    old = state.phase
-    state.phase = "backward"
+    old = getattr(_state, "phase", "forward")
+    _state.phase = "backward"
     try:
         yield
     finally:
-        state.phase = old
+        _state.phase = old
 
 
 def record(**fields) -> None:
     """Add a record to every active trace (no-op when none is active)."""
-    state = _stack()
-    if not state.traces:
-        return
-    rec = CollectiveRecord(phase=state.phase, **fields)
-    for t in state.traces:
-        t.records.append(rec)
+    rec = CollectiveRecord(phase=getattr(_state, "phase", "forward"), **fields)
+    with _lock:
+        for t in _traces:
+            t.records.append(rec)
 
 
 def active() -> bool:
-    return bool(_stack().traces)
+    return bool(_traces)

@@ -9,6 +9,8 @@ import itertools
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
+import tensorflow as tf
+
 from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.errors import LayoutError, MeshError, ShapeError
 from namedmesh.mesh.layout import TensorLayout, compute_tensor_layout
@@ -28,6 +30,10 @@ class Mesh:
       layout: layout rules, mtf string ``"batch:b0;experts:b1"`` or pairs.
       devices: device names, one per processor (placement executor).  Default:
         logical CPU devices ``/CPU:0 ..``, configured on first use.
+      strategy: a ``tf.distribute`` strategy (MirroredStrategy,
+        MultiWorkerMirroredStrategy or TPUStrategy) instead of devices: the
+        program runs per replica inside ``strategy.run``; replica ``i`` is
+        processor ``i``.  Use ``mesh.run(fn, ...)``.
       name: a label used in messages.
 
     A layout rule naming a mesh dim that the mesh lacks has no effect; it is
@@ -35,7 +41,7 @@ class Mesh:
     """
 
     def __init__(self, mesh_shape="", layout="", devices: Optional[Sequence[str]] = None,
-                 name: str = "mesh"):
+                 strategy=None, name: str = "mesh"):
         try:
             self.shape: Shape = convert_to_shape(mesh_shape) if mesh_shape is not None else Shape([])
         except ShapeError as e:
@@ -52,16 +58,63 @@ class Mesh:
                 "the rule is ignored and %r stays replicated"
                 % (t, m, m, self.shape.to_string() or "''", list(self.shape.names) or "none", t),
                 LayoutWarning, stacklevel=2)
-        self.strategy = None
-        if devices is None:
-            from namedmesh.lowering.devices import default_devices
-            devices = default_devices(self.size)
-        devices = list(devices)
-        if len(devices) != self.size:
-            raise MeshError("mesh %s has %d processors but %d devices were given: %s"
-                            % (self.shape.to_string(), self.size, len(devices), devices))
-        from namedmesh.lowering.placement import PlacementImpl
-        self.impl = PlacementImpl(self, devices)
+        if devices is not None and strategy is not None:
+            raise MeshError("give a mesh either devices (placement executor) or a strategy "
+                            "(tf.distribute executor), not both")
+        self.strategy = strategy
+        self._functions = {}
+        if strategy is not None:
+            from namedmesh.lowering.replica import make_replica_impl
+            self.impl = make_replica_impl(self, strategy)
+        else:
+            if devices is None:
+                from namedmesh.lowering.devices import default_devices
+                devices = default_devices(self.size)
+            devices = list(devices)
+            if len(devices) != self.size:
+                raise MeshError("mesh %s has %d processors but %d devices were given: %s"
+                                % (self.shape.to_string(), self.size, len(devices), devices))
+            from namedmesh.lowering.placement import PlacementImpl
+            self.impl = PlacementImpl(self, devices)
+
+    # -- running a program ------------------------------------------------------------
+    def run(self, fn, *args, reduce: str = "first", function: Optional[bool] = None):
+        """Run the SPMD program ``fn(*args)`` on this mesh and return its result.
+
+        ``fn`` takes and returns TF values (nests of tensors); inside, it imports
+        them with ``import_tf_tensor`` and exports results with ``export_to_tf_tensor``.
+
+        * placement executor: calls ``fn`` (inside a cached ``tf.function`` when
+          ``function=True``; default: as it is, eagerly or in your own tf.function).
+        * tf.distribute executor: ``strategy.run(fn)`` inside a ``tf.function``
+          cached per ``fn`` (pass the same ``fn`` to avoid retracing).  With
+          ``reduce="first"`` the result of replica 0 is returned (exports are
+          the same on every replica); with ``reduce="sum"`` the per-replica
+          results are summed, which is how per-replica gradients combine.
+        """
+        if reduce not in ("first", "sum"):
+            raise MeshError("mesh.run: reduce must be 'first' or 'sum', got %r" % (reduce,))
+        if self.strategy is None:
+            if function:
+                compiled = self._functions.get(fn)
+                if compiled is None:
+                    compiled = self._functions[fn] = tf.function(fn)
+                return compiled(*args)
+            return fn(*args)
+        compiled = self._functions.get((fn, reduce))
+        if compiled is None:
+            strategy = self.strategy
+
+            def step(*a):
+                out = strategy.run(fn, args=a)
+                if reduce == "sum":
+                    return tf.nest.map_structure(
+                        lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), out)
+                return tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0], out)
+
+            compiled = self._functions[(fn, reduce)] = tf.function(step)
+        return compiled(*args)
 
     # -- geometry -----------------------------------------------------------------
     @property
