@@ -17,8 +17,8 @@ from namedmesh.core.elementwise import (abs, add, add_n, broadcast, cast, divide
                                         negative, not_equal, pow, reciprocal, relu, rsqrt, sigmoid,
                                         silu, softplus, sqrt, square, stop_gradient, subtract, swish,
                                         tanh, to_bfloat16, to_float, to_int32, where)
-from namedmesh.core.nn import (argmax, cumsum, log_softmax, one_hot, reduce_logsumexp, softmax,
-                               top_1)
+from namedmesh.core.nn import (argmax, cumsum, dropout, log_softmax, one_hot, reduce_logsumexp,
+                               softmax, top_1)
 from namedmesh.core.reshape import rename_dimension, replace_dimensions, reshape
 from namedmesh.core.tensor import Tensor, export_to_tf_tensor, import_tf_tensor
 from namedmesh.errors import ConfigError, LayoutError, MeshError, NamedMeshError, ShapeError
@@ -28,6 +28,8 @@ from namedmesh.lowering.trace import CollectiveRecord, CollectiveTrace, trace_co
 from namedmesh.mesh.layout import TensorLayout
 from namedmesh.mesh.layout_rules import LayoutRules, convert_to_layout_rules
 from namedmesh.mesh.mesh import LayoutWarning, Mesh
+
+from namedmesh import moe  # noqa: E402,F401  (namedmesh.moe.MoE1D / MoE2D)
 
 range = mtf_range  # noqa: A001 - mtf's public name is mtf.range
 

@@ -94,3 +94,25 @@ def cumsum(x: Tensor, dim, exclusive: bool = False) -> Tensor:
     dim = _require_dim(x, dim, "cumsum")
     from namedmesh.lowering.selection import lower_cumsum
     return lower_cumsum(x, dim, exclusive)
+
+
+def dropout(x: Tensor, rate: float, seed, noise_shape=None) -> Tensor:
+    """Zero each element with probability ``rate`` and scale the rest by ``1 / (1 - rate)``.
+
+    ``noise_shape``: a subset of x's dims over which the mask varies (default: all).
+    ``seed``: as for ``random_uniform``; the mask depends only on the seed and shape.
+    """
+    from namedmesh.core.creation import random_uniform
+    from namedmesh.core.dims import convert_to_shape
+    from namedmesh.core.elementwise import greater_equal, to_float
+    check_tensor(x, "dropout")
+    if not 0.0 <= rate < 1.0:
+        raise ShapeError("dropout: rate must be in [0, 1), got %r" % (rate,))
+    if rate == 0.0:
+        return x
+    shape = convert_to_shape(noise_shape) if noise_shape is not None else x.shape
+    keep = to_float(greater_equal(random_uniform(x.mesh, shape, seed), rate))
+    if x.dtype != tf.float32:
+        from namedmesh.core.elementwise import cast
+        keep = cast(keep, x.dtype)
+    return x * keep * (1.0 / (1.0 - rate))

@@ -67,21 +67,39 @@ class VariableStore:
         digest = hashlib.sha256(("%d/%s" % (self.seed, full_name)).encode()).digest()
         return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
+    def create(self, full_name: str, shape, initializer: Optional[Initializer] = None,
+               value=None, dtype=tf.float32, trainable: bool = True) -> tf.Variable:
+        """Create the variable ``full_name`` (outside any name scope) if it is new.
+
+        ``value`` (an array of the shape's sizes) or ``initializer`` gives its
+        initial value.  Runs in the eager context even when called while tracing.
+        """
+        shape = convert_to_shape(shape)
+        var = self._variables.get(full_name)
+        if var is not None:
+            if self._shapes[full_name] != shape:
+                raise ShapeError("variable %r exists with dims %s, requested with %s"
+                                 % (full_name, self._shapes[full_name], shape))
+            return var
+        with tf.init_scope():
+            if value is None:
+                init = initializer or truncated_normal_initializer(1.0)
+                value = init(shape, tf.as_dtype(dtype), self._seed_for(full_name))
+            var = tf.Variable(tf.cast(value, dtype), trainable=trainable,
+                              name=full_name.replace("/", "_"))
+        self._variables[full_name] = var
+        self._shapes[full_name] = shape
+        return var
+
     def get_variable(self, mesh, name: str, shape, initializer: Optional[Initializer] = None,
                      dtype=tf.float32, trainable: bool = True) -> Tensor:
         """The variable ``scope/name`` with dims ``shape``, imported onto ``mesh``."""
         shape = convert_to_shape(shape)
         full = self.full_name(name)
-        var = self._variables.get(full)
-        if var is None:
-            init = initializer or truncated_normal_initializer(1.0)
-            value = init(shape, tf.as_dtype(dtype), self._seed_for(full))
-            var = tf.Variable(value, trainable=trainable, name=full.replace("/", "_"))
-            self._variables[full] = var
-            self._shapes[full] = shape
-        elif self._shapes[full] != shape:
-            raise ShapeError("variable %r exists with dims %s, requested with %s"
-                             % (full, self._shapes[full], shape))
+        if full not in self._variables and getattr(mesh, "strategy", None) is not None:
+            raise ShapeError("variable %r does not exist yet: under a tf.distribute strategy, "
+                             "create variables before strategy.run (e.g. layer.build(...))" % full)
+        var = self.create(full, shape, initializer, dtype=dtype, trainable=trainable)
         return import_tf_tensor(mesh, var, shape)
 
     def variables(self) -> Dict[str, tf.Variable]:

@@ -38,15 +38,20 @@ _graph_instance_base = weakref.WeakKeyDictionary()
 _next_instance_base = [1]
 
 
+def _allocate(table, key, counter, step: int) -> int:
+    """The number ``table`` holds for ``key``, taking the next from ``counter`` if new."""
+    with _keys_lock:
+        value = table.get(key)
+        if value is None:
+            value = counter[0]
+            counter[0] += step
+            table[key] = value
+        return value
+
+
 def _group_key(members) -> int:
     """A process-wide key per distinct set of member devices (replica ids)."""
-    with _keys_lock:
-        key = _group_keys.get(members)
-        if key is None:
-            key = _next_group_key[0]
-            _next_group_key[0] += 1
-            _group_keys[members] = key
-        return key
+    return _allocate(_group_keys, members, _next_group_key, 1)
 
 
 def is_tpu_strategy(strategy) -> bool:
@@ -251,13 +256,7 @@ class CollectiveReplicaImpl(ReplicaImpl):
         counters = self._counters.setdefault(graph, {})
         seq = counters.get(rid, 0)
         counters[rid] = seq + 1
-        with _keys_lock:
-            base = _graph_instance_base.get(graph)
-            if base is None:
-                base = _next_instance_base[0]
-                _next_instance_base[0] += 1_000_000
-                _graph_instance_base[graph] = base
-        return base + seq
+        return _allocate(_graph_instance_base, graph, _next_instance_base, 1_000_000) + seq
 
     def _group_args(self, mesh_axes):
         group, _ = self._my_group(mesh_axes)

@@ -1,0 +1,445 @@
+"""``MoE1D`` and ``MoE2D``: mtf's ``transformer_moe_layer_v1`` / ``_v2`` on namedmesh ops.
+
+    layer = namedmesh.moe.MoE2D(expert_x=4, expert_y=4, hidden_size=32, group_size=8)
+    y, aux_loss = layer(x, train=False)            # x: [outer_batch, batch, length, d_model]
+
+The dimension names inside are mtf's (``experts``, ``expert_x``, ``expert_y``,
+``expert_hidden``, ``expert_capacity_x``, ...; the groups reuse the batch dims'
+names), because legacy layout rules name them.  The glossary of these dims is
+in ``docs/glossary.md``.
+"""
+
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from namedmesh.core import elementwise as ew
+from namedmesh.core.contraction import reduce_sum
+from namedmesh.core.creation import zeros
+from namedmesh.core.dims import Dimension, Shape
+from namedmesh.core.nn import dropout
+from namedmesh.core.reshape import reshape
+from namedmesh.core.tensor import Tensor
+from namedmesh.errors import ConfigError
+from namedmesh.layers.dense import dense
+from namedmesh.layers.variables import VariableStore, variance_scaling_initializer
+from namedmesh.moe.config import MoE1DConfig, MoE2DConfig
+from namedmesh.moe.dispatch import DEFAULT_DISPATCHER
+from namedmesh.moe.gating import Seeds, switch_gating, top_2_gating
+from namedmesh.moe.groups import expert_capacity, split_into_groups
+from namedmesh.moe.stats import MoEStats
+
+ACTIVATION_FNS = {"relu": ew.relu, "gelu": ew.gelu, "sigmoid": ew.sigmoid, "tanh": ew.tanh,
+                  "swish": ew.silu, "silu": ew.silu, "softplus": ew.softplus,
+                  "square": ew.square, "linear": None, None: None}
+
+
+def mesh_dim_size_of(mesh, dim: Dimension) -> int:
+    """How many ways the layout splits ``dim`` (1 if it is not split): mtf's
+    ``tensor_dim_to_mesh_dim_size``, the one place the layers read the layout."""
+    name = mesh.layout_rules.mesh_dim_name(dim.name)
+    found = mesh.shape.get(name) if name is not None else None
+    return found.size if found is not None else 1
+
+
+class _MoELayer:
+    config_cls = None
+    layer_name = ""
+
+    def __init__(self, **kwargs):
+        known = [f for f in self.config_cls.__dataclass_fields__]
+        unknown = sorted(k for k in kwargs if k not in known)
+        if unknown:
+            raise ConfigError("%s: unknown keyword %s (known: %s)"
+                              % (self.layer_name, ", ".join(repr(k) for k in unknown),
+                                 ", ".join(known)))
+        self._setup(self.config_cls(**kwargs))
+
+    def _setup(self, config):
+        self.config = config
+        self.store = VariableStore(seed=0)
+        self.dispatcher = DEFAULT_DISPATCHER
+        self._loaded: Optional[Dict[str, np.ndarray]] = None
+        self._built_dims = None
+        self._step = None
+        self.last_stats: Optional[MoEStats] = None
+
+    @classmethod
+    def from_hparams(cls, hparams):
+        """The layer from mtf hparams (a dict or attribute object with ``moe_*`` names)."""
+        layer = cls.__new__(cls)
+        layer._setup(cls.config_cls.from_hparams(hparams))
+        return layer
+
+    def __repr__(self):
+        return "%s(%s)" % (self.layer_name, ", ".join(
+            "%s=%r" % kv for kv in self.config.to_kwargs().items()))
+
+    # -- variables -----------------------------------------------------------------
+    def variable_shapes(self, d_model: Dimension) -> Dict[str, Shape]:
+        """``{mtf_name: Shape}`` of every variable, dims in mtf's order."""
+        raise NotImplementedError
+
+    def _fan_in(self, shape: Shape, name: str) -> int:
+        """Fan-in of a kernel: its reduced dims are the ones before the last (after experts)."""
+        return shape.dims[-2].size
+
+    def build(self, input_shape, mesh=None):
+        """Create the variables for inputs of ``input_shape`` (its last dim is d_model).
+
+        Needed before running under a tf.distribute strategy (pass its mesh, the
+        variables are then mirrored); on the placement executor the first call builds.
+        """
+        from namedmesh.core.dims import convert_to_shape
+        d_model = convert_to_shape(input_shape).dims[-1]
+        if self._built_dims is not None:
+            if self._built_dims != d_model:
+                raise ConfigError("%s was built for d_model %s, called with %s"
+                                  % (self.layer_name, self._built_dims, d_model))
+            return
+        shapes = self.variable_shapes(d_model)
+        if self._loaded is not None:
+            self._check_arrays(self._loaded, shapes)
+        strategy = getattr(mesh, "strategy", None)
+        scope = strategy.scope() if strategy is not None else _null()
+        with scope:
+            for name, shape in shapes.items():
+                fan_in = self._fan_in(shape, name)
+                init = variance_scaling_initializer([Dimension("fan_in", fan_in)])
+                value = self._loaded.get(name) if self._loaded is not None else None
+                self.store.create(name, shape, initializer=init, value=value)
+            if strategy is None:
+                with tf.init_scope():
+                    self._step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                             name="moe_step")
+        self._built_dims = d_model
+        self._loaded = None
+
+    def mtf_variables(self) -> Dict[str, tf.Variable]:
+        """``{mtf_name: tf.Variable}`` (after build or the first call)."""
+        return self.store.variables()
+
+    @property
+    def trainable_variables(self):
+        return self.store.trainable_variables
+
+    def load_mtf_variables(self, arrays: Dict[str, np.ndarray]):
+        """Set the weights from ``{mtf_name: array}`` in mtf's axis order.
+
+        A missing, extra or wrongly shaped variable is a ConfigError naming it.
+        Works before the first call (d_model is read off the arrays) and after.
+        """
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        gate = self.gating_variable_names()[0]
+        if gate not in arrays:
+            self._check_names(arrays, self.expected_names())
+        d_model = self._built_dims or Dimension("d_model", int(arrays[gate].shape[0]))
+        shapes = self.variable_shapes(d_model)
+        self._check_arrays(arrays, shapes)
+        if self._built_dims is None:
+            self._loaded = arrays
+        else:
+            for name, var in self.store.variables().items():
+                var.assign(arrays[name].astype(var.dtype.as_numpy_dtype))
+
+    def expected_names(self):
+        return list(self.variable_shapes(Dimension("d_model", 1)))
+
+    def gating_variable_names(self):
+        raise NotImplementedError
+
+    def _check_names(self, arrays, expected):
+        missing = [n for n in expected if n not in arrays]
+        extra = [n for n in arrays if n not in expected]
+        if missing:
+            raise ConfigError("%s: variable %s is missing (expected %s)"
+                              % (self.layer_name, ", ".join(repr(n) for n in missing), expected))
+        if extra:
+            raise ConfigError("%s: unexpected variable %s (expected %s)"
+                              % (self.layer_name, ", ".join(repr(n) for n in extra), expected))
+
+    def _check_arrays(self, arrays, shapes):
+        self._check_names(arrays, list(shapes))
+        for name, shape in shapes.items():
+            if tuple(arrays[name].shape) != shape.sizes:
+                raise ConfigError("%s: variable %r has shape %s, expected %s %s"
+                                  % (self.layer_name, name, tuple(arrays[name].shape),
+                                     shape.sizes, shape))
+
+    # -- calling ---------------------------------------------------------------------
+    def _seeds(self, seed, train, mesh):
+        if seed is not None:
+            return Seeds(seed)
+        if train and self._uses_randomness(train):
+            if self._step is None:
+                raise ConfigError(
+                    "%s: train mode with a random policy needs seed=<step> under a "
+                    "tf.distribute strategy (the draw must agree on every replica)"
+                    % self.layer_name)
+            return Seeds(self._step.assign_add(1))
+        return Seeds(0)
+
+    def _uses_randomness(self, train) -> bool:
+        return (self.config.second_policy_train if train else
+                self.config.second_policy_eval) == "random"
+
+    def __call__(self, x: Tensor, train: bool = False, nonpadding: Optional[Tensor] = None,
+                 seed=None, return_stats: bool = False):
+        """``y, aux_loss = layer(x)``; with ``return_stats=True`` also the ``MoEStats``.
+
+        x: the input, ``[..., d_model]`` (see the layer's docstring for the dims).
+        nonpadding: optional, x's dims without d_model: 1.0 for real tokens, 0.0 padding.
+        seed: int or int tensor for the random policies (default: a step counter).
+        Returns y with x's dims, the aux loss (a scalar namedmesh Tensor, already
+        times ``loss_coef``), and the stats (also kept as ``layer.last_stats``).
+        """
+        if not isinstance(x, Tensor):
+            raise TypeError("%s expects a namedmesh.Tensor, got %s" % (self.layer_name,
+                                                                         type(x).__name__))
+        if nonpadding is not None:
+            expected = [d.name for d in x.shape.dims[:-1]]
+            if sorted(nonpadding.shape.names) != sorted(expected):
+                raise ConfigError("%s: nonpadding has dims %s, expected x's dims without the "
+                                  "last: %s" % (self.layer_name, nonpadding.shape, expected))
+        self.build(x.shape, x.mesh)
+        y, loss, stats = self._forward(x, train, nonpadding, self._seeds(seed, train, x.mesh))
+        self.last_stats = stats
+        return (y, loss, stats) if return_stats else (y, loss)
+
+    def _expert_ffn(self, expert_inputs, reduced, hidden_dim, output_dim, expert_dims,
+                    activations, train, seeds, dropout_rate=0.0):
+        """``wi`` (with activation), optional dropout, ``wo``: mtf's expert feed-forward."""
+        acts = activations if isinstance(activations, list) else [activations]
+        h = None
+        for i, act in enumerate(acts):
+            name = "wi_%d" % i if len(acts) > 1 else "wi"
+            factor = dense(expert_inputs, hidden_dim, reduced_dims=reduced,
+                           expert_dims=expert_dims, use_bias=False, name=name,
+                           activation=ACTIVATION_FNS[act], store=self.store)
+            h = factor if h is None else h * factor
+        if train and dropout_rate:
+            h = dropout(h, dropout_rate, seeds.next())
+        return dense(h, output_dim, reduced_dims=[hidden_dim], expert_dims=expert_dims,
+                     use_bias=False, name="wo", store=self.store)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+class MoE1D(_MoELayer):
+    """mtf's ``transformer_moe_layer_v1``: one level of experts, top-2 or Switch gating.
+
+    Input ``[outer_batch?, batch, length, d_model]`` (any number of batch/length
+    dims; ``outer_batch`` first replicates experts); ``[batch, d_model]`` gets a
+    length dim of 1.  Inside: ``[outer_batch, batch=groups, group, d_model]``,
+    dispatch ``[..., group, expert_unsplit, expert_capacity]``, experts
+    ``[outer_batch, experts, batch_unsplit, expert_capacity, d_model]``.
+    """
+
+    config_cls = MoE1DConfig
+    layer_name = "MoE1D"
+
+    def gating_variable_names(self):
+        return ["%s/kernel" % ("switch_gating" if self.config.moe_gating == "switch"
+                               else "top_2_gating")]
+
+    def _output_dim(self, d_model):
+        out = self.config.output_dim
+        return d_model if out is None or out == d_model.size else Dimension(d_model.name, out)
+
+    def variable_shapes(self, d_model):
+        c = self.config
+        experts = Dimension("experts", c.num_experts)
+        hidden = Dimension("expert_hidden", c.hidden_size)
+        shapes = {self.gating_variable_names()[0]: Shape([d_model, Dimension("expert_unsplit",
+                                                                             c.num_experts)])}
+        acts = c.activation if isinstance(c.activation, list) else [c.activation]
+        for i in range(len(acts)):
+            shapes["wi_%d/kernel" % i if len(acts) > 1 else "wi/kernel"] = Shape(
+                [experts, d_model, hidden])
+        shapes["wo/kernel"] = Shape([experts, hidden, self._output_dim(d_model)])
+        return shapes
+
+    def _uses_randomness(self, train):
+        c = self.config
+        if c.moe_gating == "switch":
+            policy = c.switch_policy_train if train else c.switch_policy_eval
+            return train and (policy != "argmax" or c.dropout_rate > 0)
+        return super()._uses_randomness(train) or (train and c.dropout_rate > 0)
+
+    def _forward(self, x, train, nonpadding, seeds):
+        c = self.config
+        mesh = x.mesh
+        no_length = x.shape.ndims == 2
+        x_shape = x.shape
+        if no_length:
+            x = reshape(x, Shape([x.shape.dims[0], Dimension("length", 1), x.shape.dims[1]]))
+            if nonpadding is not None:
+                nonpadding = reshape(nonpadding, Shape([nonpadding.shape.dims[0],
+                                                        Dimension("length", 1)]))
+        dims = x.shape.dims
+        batch_and_length, input_dim = list(dims[:-1]), dims[-1]
+        output_dim = self._output_dim(input_dim)
+        hidden_dim = Dimension("expert_hidden", c.hidden_size)
+        experts_dim = Dimension("experts", c.num_experts)
+        if dims[0].name == "outer_batch":
+            outer_batch_dim, orig_batch_dim = dims[0], dims[1]
+        else:
+            outer_batch_dim, orig_batch_dim = Dimension("outer_batch", 1), dims[0]
+        n = int(np.prod([d.size for d in batch_and_length])) // outer_batch_dim.size
+        num_groups, group_size = split_into_groups(
+            n, c.group_size, mesh_dim_size_of(mesh, orig_batch_dim),
+            "MoE1D groups of %r" % orig_batch_dim.name)
+        group_size_dim = Dimension("group", group_size)
+        num_groups_dim = Dimension(orig_batch_dim.name, num_groups)
+        moe_input_dims = [outer_batch_dim, num_groups_dim, group_size_dim, input_dim]
+        inputs = reshape(x, Shape(moe_input_dims))
+        cf = c.capacity_factor_train if train else c.capacity_factor_eval
+        capacity_dim = Dimension("expert_capacity", expert_capacity(
+            group_size, cf, experts_dim.size, c.min_expert_capacity))
+        experts_dim_unsplit = Dimension("expert_unsplit", experts_dim.size)
+        batch_dim_unsplit = Dimension("batch_unsplit", num_groups)
+        if nonpadding is not None:
+            nonpadding = zeros(mesh, Shape(batch_and_length), x.dtype) + ew.cast(nonpadding,
+                                                                                 x.dtype)
+            nonpadding = reshape(nonpadding, Shape(moe_input_dims[:-1]))
+        gating_fn = switch_gating if c.moe_gating == "switch" else top_2_gating
+        gating = gating_fn(inputs, None, experts_dim_unsplit, capacity_dim, c, train, self.store,
+                           self.gating_variable_names()[0].split("/")[0], importance=nonpadding,
+                           seeds=seeds)
+        expert_inputs = self.dispatcher.dispatch(inputs, gating.dispatch, Shape(
+            [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim, input_dim]))
+        d_model_split = Dimension("d_model_split", input_dim.size)
+        expert_inputs = reshape(expert_inputs, Shape(
+            [outer_batch_dim, experts_dim, batch_dim_unsplit, capacity_dim, d_model_split]))
+        expert_inputs = reshape(expert_inputs, Shape(
+            [outer_batch_dim, experts_dim, batch_dim_unsplit, capacity_dim, input_dim]))
+        expert_output = self._expert_ffn(expert_inputs, [input_dim], hidden_dim, output_dim,
+                                         [experts_dim], c.activation, train, seeds,
+                                         c.dropout_rate)
+        d_model_split = Dimension("d_model_split", output_dim.size)
+        expert_output = reshape(expert_output, Shape(
+            [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim, d_model_split]))
+        expert_output = reshape(expert_output, Shape(
+            [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim, output_dim]))
+        output = self.dispatcher.combine(expert_output, gating.combine,
+                                         Shape(moe_input_dims[:-1] + [output_dim]))
+        output = reshape(output, Shape(batch_and_length + [output_dim]))
+        if no_length:
+            output = reshape(output, Shape(list(x_shape.dims[:-1]) + [output_dim]))
+        return output, gating.loss * c.loss_coef, MoEStats({"experts": gating.stats})
+
+
+class MoE2D(_MoELayer):
+    """mtf's ``transformer_moe_layer_v2``: two levels of experts (``expert_x`` groups of
+    ``expert_y`` experts), hierarchical top-2 gating.
+
+    Input ``[outer_batch, batch, length, d_model]`` (``[batch, length, d_model]``
+    gets an outer_batch of 1).  See docs/glossary.md for every dim inside.
+    """
+
+    config_cls = MoE2DConfig
+    layer_name = "MoE2D"
+
+    def gating_variable_names(self):
+        return ["outer_gating/kernel", "inner_gating/kernel"]
+
+    def variable_shapes(self, d_model):
+        c = self.config
+        x1 = Dimension("expert_x", c.expert_x)
+        y0 = Dimension("expert_y", c.expert_y)
+        hidden = Dimension("expert_hidden", c.hidden_size)
+        return {
+            "outer_gating/kernel": Shape([d_model, Dimension("expert_x_unsplit", c.expert_x)]),
+            "inner_gating/kernel": Shape([x1, d_model, Dimension("expert_y_unsplit",
+                                                                 c.expert_y)]),
+            "wi/kernel": Shape([y0, x1, d_model, hidden]),
+            "wo/kernel": Shape([y0, x1, hidden, d_model]),
+        }
+
+    def _forward(self, inputs, train, nonpadding, seeds):
+        c = self.config
+        mesh = inputs.mesh
+        if nonpadding is not None:
+            nonpadding = zeros(mesh, Shape(inputs.shape.dims[:-1]), inputs.dtype) + ew.cast(
+                nonpadding, inputs.dtype)
+        insert_outer_batch_dim = inputs.shape.ndims == 3
+        if insert_outer_batch_dim:
+            inputs = reshape(inputs, Shape([Dimension("outer_batch", 1)] + list(inputs.shape.dims)))
+            if nonpadding is not None:
+                nonpadding = reshape(nonpadding, Shape([Dimension("outer_batch", 1)]
+                                                       + list(nonpadding.shape.dims)))
+        if inputs.shape.ndims != 4:
+            raise ConfigError("MoE2D: input must be [outer_batch, batch, length, d_model] or "
+                              "[batch, length, d_model], got %s" % inputs.shape)
+        a0, b1, l, m = inputs.shape.dims
+        hidden_dim = Dimension("expert_hidden", c.hidden_size)
+        x1 = Dimension("expert_x", c.expert_x)
+        y0 = Dimension("expert_y", c.expert_y)
+        x = Dimension("expert_x_unsplit", c.expert_x)
+        y = Dimension("expert_y_unsplit", c.expert_y)
+        n = m
+
+        num_groups, group_size = split_into_groups(
+            b1.size * l.size, c.group_size, mesh_dim_size_of(mesh, b1),
+            "MoE2D first-level groups of %r" % b1.name)
+        g1 = Dimension(b1.name, num_groups)
+        g = Dimension(b1.name + "_unsplit", g1.size)
+        s = Dimension("group_size_x", group_size)
+        cf = c.capacity_factor_train if train else c.capacity_factor_eval
+        cap_x = Dimension("expert_capacity_x", expert_capacity(s.size, cf, x.size,
+                                                               c.min_expert_capacity))
+        num_groups, group_size = split_into_groups(
+            a0.size * g.size * cap_x.size, c.group_size, mesh_dim_size_of(mesh, a0),
+            "MoE2D second-level groups of %r" % a0.name)
+        t = Dimension("group_size_y", group_size)
+        h0 = Dimension(a0.name, num_groups)
+        h = Dimension(a0.name + "_unsplit", h0.size)
+        cap_y = Dimension("expert_capacity_y", expert_capacity(
+            t.size, c.capacity_factor_second_level, y.size, c.min_expert_capacity))
+
+        inputs = reshape(inputs, Shape([a0, g1, s, m]))
+        if nonpadding is not None:
+            nonpadding = reshape(nonpadding, Shape([a0, g1, s]))
+        outer = top_2_gating(inputs, None, x, cap_x, c, train, self.store, "outer_gating",
+                             importance=nonpadding, seeds=seeds)
+        expert_inputs_x = self.dispatcher.dispatch(inputs, outer.dispatch,
+                                                   Shape([x, a0, g1, cap_x, m]))
+        # importance for the second level: 1.0 first choice, 0.5 second, 0.0 none
+        importance = reduce_sum(outer.combine, output_shape=Shape([x, a0, g1, cap_x]))
+        importance = 0.5 * (ew.to_float(ew.greater(importance, 0.5))
+                            + ew.to_float(ew.greater(importance, 0.0)))
+        # first level all-to-all: the split moves from g1 to x1
+        expert_inputs_x = reshape(expert_inputs_x, Shape([x1, a0, g, cap_x, m]))
+        importance = reshape(importance, Shape([x1, a0, g, cap_x]))
+        # second level groups reuse the name of a0: this reshape is free
+        inputs_y = reshape(expert_inputs_x, Shape([x1, h0, t, m]))
+        importance = reshape(importance, Shape([x1, h0, t]))
+        inner = top_2_gating(inputs_y, [x1], y, cap_y, c, train, self.store, "inner_gating",
+                             importance=importance, seeds=seeds)
+        expert_inputs_y = self.dispatcher.dispatch(inputs_y, inner.dispatch,
+                                                   Shape([y, x1, h0, cap_y, m]))
+        # second level all-to-all: the split moves from h0 to y0
+        expert_inputs_y = reshape(expert_inputs_y, Shape([y0, x1, h, cap_y, m]))
+        expert_output = self._expert_ffn(expert_inputs_y, [m], hidden_dim, n, [y0, x1], "relu",
+                                         train, seeds)
+        # and back: all-to-all y0 -> h0, combine, free reshape, all-to-all x1 -> g1, combine
+        expert_output = reshape(expert_output, Shape([y, x1, h0, cap_y, n]))
+        output_y = self.dispatcher.combine(expert_output, inner.combine, Shape([x1, h0, t, n]))
+        output = reshape(output_y, Shape([x1, a0, g, cap_x, n]))
+        expert_output_x = reshape(output, Shape([x, a0, g1, cap_x, n]))
+        output_x = self.dispatcher.combine(expert_output_x, outer.combine, Shape([a0, g1, s, n]))
+        output = reshape(output_x, Shape([a0, b1, l, n]))
+        if insert_outer_batch_dim:
+            output = reshape(output, Shape([b1, l, n]))
+        loss = (outer.loss + inner.loss) * c.loss_coef
+        return output, loss, MoEStats({"outer": outer.stats, "inner": inner.stats})
+
+
+__all__ = ["MoE1D", "MoE2D", "mesh_dim_size_of"]
