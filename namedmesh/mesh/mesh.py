@@ -98,22 +98,26 @@ class Mesh:
             if function:
                 compiled = self._functions.get(fn)
                 if compiled is None:
-                    compiled = self._functions[fn] = tf.function(fn)
+                    compiled = self._functions[fn] = tf.function(fn, autograph=False)
                 return compiled(*args)
             return fn(*args)
         compiled = self._functions.get((fn, reduce))
         if compiled is None:
             strategy = self.strategy
 
+            # no autograph: a namedmesh program is plain Python building TF ops, and
+            # autograph would re-wrap namedmesh's errors into StagingError
+            replica_fn = tf.autograph.experimental.do_not_convert(fn)
+
             def step(*a):
-                out = strategy.run(fn, args=a)
+                out = strategy.run(replica_fn, args=a)
                 if reduce == "sum":
                     return tf.nest.map_structure(
                         lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), out)
                 return tf.nest.map_structure(
                     lambda v: strategy.experimental_local_results(v)[0], out)
 
-            compiled = self._functions[(fn, reduce)] = tf.function(step)
+            compiled = self._functions[(fn, reduce)] = tf.function(step, autograph=False)
         return compiled(*args)
 
     # -- geometry -----------------------------------------------------------------

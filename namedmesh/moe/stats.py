@@ -71,6 +71,27 @@ class MoEStats:
         return "\n".join(lines)
 
 
+def _replicated_counts(mask: Tensor, expert_dims) -> Tensor:
+    """Per-expert sums of ``mask``, replicated on every processor.
+
+    An expert dim that the layout splits is mapped onto an unsplit copy by an
+    identity einsum, which costs an all-reduce of the small count table; an export
+    of the split table would all-gather it instead.
+    """
+    from namedmesh.core.contraction import einsum
+    from namedmesh.core.creation import mtf_range
+    from namedmesh.core.dims import Dimension
+    from namedmesh.core.elementwise import equal
+    counts = reduce_sum(mask, output_shape=expert_dims)
+    for d in expert_dims:
+        if counts.layout.mesh_axis_of(d.name) is not None:
+            whole = Dimension(d.name + "_all", d.size)
+            eye = to_float(equal(mtf_range(mask.mesh, d), mtf_range(mask.mesh, whole)))
+            out = [whole if e.name == d.name else e for e in counts.shape.dims]
+            counts = einsum([counts, eye], output_shape=out)
+    return counts
+
+
 def routing_stats(masks_before, masks_after, positions, capacity: float, top_gate: Tensor,
                   real: Tensor, expert_dims) -> RoutingStats:
     """Statistics from the first/second-choice masks before and after capacity.
@@ -80,7 +101,7 @@ def routing_stats(masks_before, masks_after, positions, capacity: float, top_gat
     top_gate: [..., group_size] raw top-1 probability; real: [..., group_size] 1.0 for
       tokens that count (importance == 1), else 0.0.
     """
-    per_expert = [reduce_sum(m, output_shape=expert_dims) for m in masks_after]
+    per_expert = [_replicated_counts(m, expert_dims) for m in masks_after]
     assigned = reduce_sum(masks_before[0]) + reduce_sum(masks_before[1])
     routed = reduce_sum(masks_after[0]) + reduce_sum(masks_after[1])
     dropped = reduce_sum(masks_before[0] * to_float(greater_equal(positions[0], capacity))) + \
