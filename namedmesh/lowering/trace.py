@@ -71,11 +71,46 @@ class CollectiveRecord:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """A named step of a layer (``mark_step``): the tensor it produced.
+
+    shape: global dims with split dims marked; sizes / slice_sizes: global and
+    per-processor sizes; dims: names; split: {tensor dim: mesh dim};
+    first_collective: index in ``records`` of the first collective after the
+    previous step (the collectives of this step are records[previous:first_collective]).
+    """
+
+    name: str
+    shape: str
+    dims: Tuple[str, ...]
+    sizes: Tuple[int, ...]
+    slice_sizes: Tuple[int, ...]
+    split: Tuple[Tuple[str, str], ...]
+    dtype: str
+    collectives_before: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class CollectiveTrace:
     """The records of one ``trace_collectives()`` block, in the order they ran."""
 
     records: List[CollectiveRecord] = field(default_factory=list)
+    steps: List[StepRecord] = field(default_factory=list)
+
+    def collectives_of_steps(self):
+        """[(StepRecord, [CollectiveRecord, ...])]: each step with the forward
+        collectives that ran since the step before it."""
+        out, start = [], 0
+        forward = [i for i, r in enumerate(self.records) if r.phase == "forward"]
+        for step in self.steps:
+            mine = [self.records[i] for i in forward if start <= i < step.collectives_before]
+            out.append((step, mine))
+            start = step.collectives_before
+        return out
 
     def count(self, kind: Optional[str] = None, phase: Optional[str] = "forward",
               mesh_dims: Optional[Tuple[str, ...]] = None) -> int:
@@ -142,3 +177,19 @@ def record(**fields) -> None:
 
 def active() -> bool:
     return bool(_traces)
+
+
+def mark_step(name: str, tensor) -> None:
+    """Note that a layer produced ``tensor`` at step ``name`` (no-op when not tracing)."""
+    if not _traces or not tensor.mesh.impl.should_record():
+        return
+    mesh = tensor.mesh
+    layout = tensor.layout
+    split = tuple((d.name, mesh.shape.dims[a].name)
+                  for d, a in zip(tensor.shape.dims, layout.mesh_axes) if a is not None)
+    with _lock:
+        for t in _traces:
+            t.steps.append(StepRecord(
+                name=name, shape=mesh.describe_layout(tensor.shape), dims=tensor.shape.names,
+                sizes=tensor.shape.sizes, slice_sizes=layout.slice_sizes, split=split,
+                dtype=tensor.dtype.name, collectives_before=len(t.records)))

@@ -23,24 +23,17 @@ from namedmesh.core.reshape import reshape
 from namedmesh.core.tensor import Tensor
 from namedmesh.errors import ConfigError
 from namedmesh.layers.dense import dense
+from namedmesh.lowering.trace import mark_step
 from namedmesh.layers.variables import VariableStore, variance_scaling_initializer
 from namedmesh.moe.config import MoE1DConfig, MoE2DConfig
 from namedmesh.moe.dispatch import DEFAULT_DISPATCHER
 from namedmesh.moe.gating import Seeds, switch_gating, top_2_gating
-from namedmesh.moe.groups import expert_capacity, split_into_groups
+from namedmesh.moe.dims import mesh_dim_size_of, moe1d_dims, moe2d_dims
 from namedmesh.moe.stats import MoEStats
 
 ACTIVATION_FNS = {"relu": ew.relu, "gelu": ew.gelu, "sigmoid": ew.sigmoid, "tanh": ew.tanh,
                   "swish": ew.silu, "silu": ew.silu, "softplus": ew.softplus,
                   "square": ew.square, "linear": None, None: None}
-
-
-def mesh_dim_size_of(mesh, dim: Dimension) -> int:
-    """How many ways the layout splits ``dim`` (1 if it is not split): mtf's
-    ``tensor_dim_to_mesh_dim_size``, the one place the layers read the layout."""
-    name = mesh.layout_rules.mesh_dim_name(dim.name)
-    found = mesh.shape.get(name) if name is not None else None
-    return found.size if found is not None else 1
 
 
 class _MoELayer:
@@ -220,6 +213,7 @@ class _MoELayer:
             h = factor if h is None else h * factor
         if train and dropout_rate:
             h = dropout(h, dropout_rate, seeds.next())
+        mark_step("expert hidden", h)
         return dense(h, output_dim, reduced_dims=[hidden_dim], expert_dims=expert_dims,
                      use_bias=False, name="wo", store=self.store)
 
@@ -283,28 +277,17 @@ class MoE1D(_MoELayer):
             if nonpadding is not None:
                 nonpadding = reshape(nonpadding, Shape([nonpadding.shape.dims[0],
                                                         Dimension("length", 1)]))
-        dims = x.shape.dims
-        batch_and_length, input_dim = list(dims[:-1]), dims[-1]
-        output_dim = self._output_dim(input_dim)
-        hidden_dim = Dimension("expert_hidden", c.hidden_size)
-        experts_dim = Dimension("experts", c.num_experts)
-        if dims[0].name == "outer_batch":
-            outer_batch_dim, orig_batch_dim = dims[0], dims[1]
-        else:
-            outer_batch_dim, orig_batch_dim = Dimension("outer_batch", 1), dims[0]
-        n = int(np.prod([d.size for d in batch_and_length])) // outer_batch_dim.size
-        num_groups, group_size = split_into_groups(
-            n, c.group_size, mesh_dim_size_of(mesh, orig_batch_dim),
-            "MoE1D groups of %r" % orig_batch_dim.name)
-        group_size_dim = Dimension("group", group_size)
-        num_groups_dim = Dimension(orig_batch_dim.name, num_groups)
-        moe_input_dims = [outer_batch_dim, num_groups_dim, group_size_dim, input_dim]
+        mark_step("input", x)
+        dims = moe1d_dims(c, x.shape, mesh, train)
+        batch_and_length, input_dim = list(x.shape.dims[:-1]), dims.d_model
+        output_dim, hidden_dim, experts_dim = dims.output, dims.hidden, dims.experts
+        outer_batch_dim, num_groups_dim = dims.outer_batch, dims.groups
+        moe_input_dims = [outer_batch_dim, num_groups_dim, dims.group_size, input_dim]
         inputs = reshape(x, Shape(moe_input_dims))
-        cf = c.capacity_factor_train if train else c.capacity_factor_eval
-        capacity_dim = Dimension("expert_capacity", expert_capacity(
-            group_size, cf, experts_dim.size, c.min_expert_capacity))
-        experts_dim_unsplit = Dimension("expert_unsplit", experts_dim.size)
-        batch_dim_unsplit = Dimension("batch_unsplit", num_groups)
+        mark_step("grouped input", inputs)
+        capacity_dim = dims.capacity
+        experts_dim_unsplit = dims.experts_unsplit
+        batch_dim_unsplit = dims.groups_unsplit
         if nonpadding is not None:
             nonpadding = zeros(mesh, Shape(batch_and_length), x.dtype) + ew.cast(nonpadding,
                                                                                  x.dtype)
@@ -313,24 +296,31 @@ class MoE1D(_MoELayer):
         gating = gating_fn(inputs, None, experts_dim_unsplit, capacity_dim, c, train, self.store,
                            self.gating_variable_names()[0].split("/")[0], importance=nonpadding,
                            seeds=seeds)
+        mark_step("dispatch tensor", gating.dispatch)
         expert_inputs = self.dispatcher.dispatch(inputs, gating.dispatch, Shape(
             [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim, input_dim]))
+        mark_step("expert input", expert_inputs)
         d_model_split = Dimension("d_model_split", input_dim.size)
         expert_inputs = reshape(expert_inputs, Shape(
             [outer_batch_dim, experts_dim, batch_dim_unsplit, capacity_dim, d_model_split]))
         expert_inputs = reshape(expert_inputs, Shape(
             [outer_batch_dim, experts_dim, batch_dim_unsplit, capacity_dim, input_dim]))
+        mark_step("all-to-all to experts", expert_inputs)
         expert_output = self._expert_ffn(expert_inputs, [input_dim], hidden_dim, output_dim,
                                          [experts_dim], c.activation, train, seeds,
                                          c.dropout_rate)
+        mark_step("expert output", expert_output)
         d_model_split = Dimension("d_model_split", output_dim.size)
         expert_output = reshape(expert_output, Shape(
             [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim, d_model_split]))
         expert_output = reshape(expert_output, Shape(
             [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim, output_dim]))
+        mark_step("all-to-all back from experts", expert_output)
         output = self.dispatcher.combine(expert_output, gating.combine,
                                          Shape(moe_input_dims[:-1] + [output_dim]))
+        mark_step("combine", output)
         output = reshape(output, Shape(batch_and_length + [output_dim]))
+        mark_step("output", output)
         if no_length:
             output = reshape(output, Shape(list(x_shape.dims[:-1]) + [output_dim]))
         return output, gating.loss * c.loss_coef, MoEStats({"experts": gating.stats})
@@ -375,67 +365,64 @@ class MoE2D(_MoELayer):
             if nonpadding is not None:
                 nonpadding = reshape(nonpadding, Shape([Dimension("outer_batch", 1)]
                                                        + list(nonpadding.shape.dims)))
-        if inputs.shape.ndims != 4:
-            raise ConfigError("MoE2D: input must be [outer_batch, batch, length, d_model] or "
-                              "[batch, length, d_model], got %s" % inputs.shape)
-        a0, b1, l, m = inputs.shape.dims
-        hidden_dim = Dimension("expert_hidden", c.hidden_size)
-        x1 = Dimension("expert_x", c.expert_x)
-        y0 = Dimension("expert_y", c.expert_y)
-        x = Dimension("expert_x_unsplit", c.expert_x)
-        y = Dimension("expert_y_unsplit", c.expert_y)
-        n = m
-
-        num_groups, group_size = split_into_groups(
-            b1.size * l.size, c.group_size, mesh_dim_size_of(mesh, b1),
-            "MoE2D first-level groups of %r" % b1.name)
-        g1 = Dimension(b1.name, num_groups)
-        g = Dimension(b1.name + "_unsplit", g1.size)
-        s = Dimension("group_size_x", group_size)
-        cf = c.capacity_factor_train if train else c.capacity_factor_eval
-        cap_x = Dimension("expert_capacity_x", expert_capacity(s.size, cf, x.size,
-                                                               c.min_expert_capacity))
-        num_groups, group_size = split_into_groups(
-            a0.size * g.size * cap_x.size, c.group_size, mesh_dim_size_of(mesh, a0),
-            "MoE2D second-level groups of %r" % a0.name)
-        t = Dimension("group_size_y", group_size)
-        h0 = Dimension(a0.name, num_groups)
-        h = Dimension(a0.name + "_unsplit", h0.size)
-        cap_y = Dimension("expert_capacity_y", expert_capacity(
-            t.size, c.capacity_factor_second_level, y.size, c.min_expert_capacity))
+        mark_step("input", inputs)
+        dims = moe2d_dims(c, inputs.shape, mesh, train)
+        # mtf's cheat-sheet letters, as in transformer_moe_layer_v2 (see moe/glossary.py)
+        a0, b1, l, m, n = dims.outer_batch, dims.batch, dims.length, dims.d_model, dims.output
+        g1, g, s = dims.groups_x, dims.groups_x_unsplit, dims.group_size_x
+        x1, x, cap_x = dims.experts_x, dims.experts_x_unsplit, dims.capacity_x
+        h0, h, t = dims.groups_y, dims.groups_y_unsplit, dims.group_size_y
+        y0, y, cap_y = dims.experts_y, dims.experts_y_unsplit, dims.capacity_y
+        hidden_dim = dims.hidden
 
         inputs = reshape(inputs, Shape([a0, g1, s, m]))
+        mark_step("grouped input", inputs)
         if nonpadding is not None:
             nonpadding = reshape(nonpadding, Shape([a0, g1, s]))
         outer = top_2_gating(inputs, None, x, cap_x, c, train, self.store, "outer_gating",
                              importance=nonpadding, seeds=seeds)
+        mark_step("outer dispatch tensor", outer.dispatch)
         expert_inputs_x = self.dispatcher.dispatch(inputs, outer.dispatch,
                                                    Shape([x, a0, g1, cap_x, m]))
+        mark_step("outer expert input", expert_inputs_x)
         # importance for the second level: 1.0 first choice, 0.5 second, 0.0 none
         importance = reduce_sum(outer.combine, output_shape=Shape([x, a0, g1, cap_x]))
         importance = 0.5 * (ew.to_float(ew.greater(importance, 0.5))
                             + ew.to_float(ew.greater(importance, 0.0)))
         # first level all-to-all: the split moves from g1 to x1
         expert_inputs_x = reshape(expert_inputs_x, Shape([x1, a0, g, cap_x, m]))
+        mark_step("all-to-all to expert_x", expert_inputs_x)
         importance = reshape(importance, Shape([x1, a0, g, cap_x]))
+        mark_step("importance all-to-all to expert_x", importance)
         # second level groups reuse the name of a0: this reshape is free
         inputs_y = reshape(expert_inputs_x, Shape([x1, h0, t, m]))
+        mark_step("second-level groups", inputs_y)
         importance = reshape(importance, Shape([x1, h0, t]))
         inner = top_2_gating(inputs_y, [x1], y, cap_y, c, train, self.store, "inner_gating",
                              importance=importance, seeds=seeds)
+        mark_step("inner dispatch tensor", inner.dispatch)
         expert_inputs_y = self.dispatcher.dispatch(inputs_y, inner.dispatch,
                                                    Shape([y, x1, h0, cap_y, m]))
+        mark_step("inner expert input", expert_inputs_y)
         # second level all-to-all: the split moves from h0 to y0
         expert_inputs_y = reshape(expert_inputs_y, Shape([y0, x1, h, cap_y, m]))
+        mark_step("all-to-all to expert_y", expert_inputs_y)
         expert_output = self._expert_ffn(expert_inputs_y, [m], hidden_dim, n, [y0, x1], "relu",
                                          train, seeds)
+        mark_step("expert output", expert_output)
         # and back: all-to-all y0 -> h0, combine, free reshape, all-to-all x1 -> g1, combine
         expert_output = reshape(expert_output, Shape([y, x1, h0, cap_y, n]))
+        mark_step("all-to-all back from expert_y", expert_output)
         output_y = self.dispatcher.combine(expert_output, inner.combine, Shape([x1, h0, t, n]))
+        mark_step("inner combine", output_y)
         output = reshape(output_y, Shape([x1, a0, g, cap_x, n]))
+        mark_step("first-level layout", output)
         expert_output_x = reshape(output, Shape([x, a0, g1, cap_x, n]))
+        mark_step("all-to-all back from expert_x", expert_output_x)
         output_x = self.dispatcher.combine(expert_output_x, outer.combine, Shape([a0, g1, s, n]))
+        mark_step("outer combine", output_x)
         output = reshape(output_x, Shape([a0, b1, l, n]))
+        mark_step("output", output)
         if insert_outer_batch_dim:
             output = reshape(output, Shape([b1, l, n]))
         loss = (outer.loss + inner.loss) * c.loss_coef
