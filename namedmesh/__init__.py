@@ -6,6 +6,10 @@
     y = nm.reduce_sum(x, reduced_dim="batch")     # one all-reduce over b0
 """
 
+from namedmesh._quiet import quiet_tensorflow_for_the_command
+
+quiet_tensorflow_for_the_command()
+
 from namedmesh.core.contraction import (einsum, reduce_all, reduce_any, reduce_max, reduce_mean,
                                         reduce_min, reduce_sum)
 from namedmesh.core.creation import (constant, mtf_range, ones, ones_like, random_uniform, zeros,

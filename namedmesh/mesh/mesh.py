@@ -17,6 +17,15 @@ from namedmesh.mesh.layout import TensorLayout, compute_tensor_layout
 from namedmesh.mesh.layout_rules import convert_to_layout_rules
 
 
+def parse_mesh_shape(mesh_shape) -> Shape:
+    """The mesh shape (mtf string, Shape or list), errors naming the mesh string."""
+    try:
+        return convert_to_shape(mesh_shape) if mesh_shape is not None else Shape([])
+    except ShapeError as e:
+        raise MeshError("mesh shape %r: %s" % (mesh_shape, str(e).replace(
+            "shape string %r: " % (mesh_shape,), ""))) from None
+
+
 class LayoutWarning(UserWarning):
     """A layout rule that has no effect on this mesh (mtf ignores such rules silently)."""
 
@@ -42,10 +51,7 @@ class Mesh:
 
     def __init__(self, mesh_shape="", layout="", devices: Optional[Sequence[str]] = None,
                  strategy=None, name: str = "mesh"):
-        try:
-            self.shape: Shape = convert_to_shape(mesh_shape) if mesh_shape is not None else Shape([])
-        except ShapeError as e:
-            raise MeshError("mesh shape %r: %s" % (mesh_shape, e)) from None
+        self.shape: Shape = parse_mesh_shape(mesh_shape)
         self.layout_rules = convert_to_layout_rules(layout)
         self.name = name
         self._layouts = {}
