@@ -36,7 +36,8 @@ def namedmesh_commands(path):
 
 
 @pytest.mark.parametrize("path", [f for f in FILES if f.exists()], ids=lambda p: p.name)
-def test_python_blocks_run(path):
+def test_python_blocks_run(path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # examples use paths relative to the repository
     namespace = {"__name__": "__doc_example__"}
     for i, block in enumerate(python_blocks(path)):
         code = compile(block, "%s[block %d]" % (path.name, i), "exec")

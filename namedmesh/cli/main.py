@@ -67,6 +67,24 @@ def _cmd_explain(args) -> int:
     return 0
 
 
+def _cmd_port(args) -> int:
+    from namedmesh.porting import read_config
+    from namedmesh.porting.report import port_report
+    if not os.path.exists(args.config):
+        raise UsageError("config file %r not found" % args.config)
+    config = read_config(args.config)
+    if args.mesh is not None:
+        config.mesh_shape = args.mesh
+    if args.layout is not None:
+        config.layout = args.layout
+    if args.mesh is not None or args.layout is not None:
+        config.reports = []
+        config.check_mesh_and_layout()
+    sys.stdout.write(port_report(config, args.checkpoint, args.check, args.input_shape,
+                                 args.format))
+    return 0
+
+
 def _cmd_glossary(args) -> int:
     from namedmesh.moe.glossary import render_markdown
     sys.stdout.write(render_markdown())
@@ -97,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--train", action="store_true", help="train-mode capacity and policies")
     ex.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     ex.set_defaults(func=_cmd_explain)
+
+    po = sub.add_parser("port", help="port a legacy mtf MoE config (gin or hparams JSON)")
+    po.add_argument("config", help="CONFIG.gin or HPARAMS.json")
+    po.add_argument("--checkpoint", metavar="PREFIX", help="a TF1 mtf checkpoint to load")
+    po.add_argument("--check", action="store_true", help="run the ported layers once")
+    po.add_argument("--input-shape", help="input for explain / --check (default: a small "
+                                          "shape the mesh can lay out)")
+    po.add_argument("--mesh", help="override the config's mesh shape")
+    po.add_argument("--layout", help="override the config's layout rules")
+    po.add_argument("--format", choices=["text", "json"], default="text")
+    po.set_defaults(func=_cmd_port)
 
     gl = sub.add_parser("glossary", help="print docs/glossary.md (the MoE dimension glossary)")
     gl.set_defaults(func=_cmd_glossary)
