@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     gl = sub.add_parser("glossary", help="print docs/glossary.md (the MoE dimension glossary)")
     gl.set_defaults(func=_cmd_glossary)
 
-    demo = sub.add_parser("demo", help="the main job on its embedded default")
+    demo = sub.add_parser("demo", help="port, explain, train and check a legacy MoE2D config "
+                                       "(embedded default)")
+    from namedmesh.cli.demo import add_arguments
+    add_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
     return parser
 

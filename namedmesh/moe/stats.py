@@ -22,6 +22,8 @@ class RoutingStats:
 
     first_choice_per_expert / second_choice_per_expert: tokens each expert received
       as first / second choice, after capacity (dims: the expert dims, e.g. [experts]).
+    requested_per_expert: assignments each expert was asked to take (first and second
+      choices, before capacity): the router's demand, which capacity then caps.
     assigned: assignments the router made (first choices of real tokens plus the
       second choices its policy kept), before capacity.
     routed: assignments that got a capacity slot.
@@ -33,6 +35,7 @@ class RoutingStats:
 
     first_choice_per_expert: object
     second_choice_per_expert: object
+    requested_per_expert: object
     assigned: object
     routed: object
     dropped: object
@@ -42,7 +45,8 @@ class RoutingStats:
 
     def numpy(self) -> Dict[str, object]:
         out = {}
-        for k in ("first_choice_per_expert", "second_choice_per_expert", "assigned", "routed",
+        for k in ("first_choice_per_expert", "second_choice_per_expert", "requested_per_expert",
+                  "assigned", "routed",
                   "dropped", "fraction_dropped", "router_confidence"):
             v = getattr(self, k)
             out[k] = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
@@ -102,6 +106,7 @@ def routing_stats(masks_before, masks_after, positions, capacity: float, top_gat
       tokens that count (importance == 1), else 0.0.
     """
     per_expert = [_replicated_counts(m, expert_dims) for m in masks_after]
+    requested = _replicated_counts(masks_before[0] + masks_before[1], expert_dims)
     assigned = reduce_sum(masks_before[0]) + reduce_sum(masks_before[1])
     routed = reduce_sum(masks_after[0]) + reduce_sum(masks_after[1])
     dropped = reduce_sum(masks_before[0] * to_float(greater_equal(positions[0], capacity))) + \
@@ -111,6 +116,7 @@ def routing_stats(masks_before, masks_after, positions, capacity: float, top_gat
     assigned_v, dropped_v = ex(assigned), ex(dropped)
     return RoutingStats(
         first_choice_per_expert=ex(per_expert[0]), second_choice_per_expert=ex(per_expert[1]),
+        requested_per_expert=ex(requested),
         assigned=assigned_v, routed=ex(routed), dropped=dropped_v,
         fraction_dropped=dropped_v / (assigned_v + 1e-9), router_confidence=ex(confidence),
         expert_dims=tuple(d.name for d in expert_dims))
