@@ -1,5 +1,6 @@
 """Helpers for tests: named arrays in and out, axis permutations by name."""
 import numpy as np
+import tensorflow as tf
 
 import namedmesh as nm
 
@@ -26,3 +27,13 @@ def random_order(rng, names):
     names = list(names)
     rng.shuffle(names)
     return names
+
+
+_STRATEGIES = {}
+
+
+def strategy(n):
+    """One MirroredStrategy over the first ``n`` logical CPUs, shared by all tests."""
+    if n not in _STRATEGIES:
+        _STRATEGIES[n] = tf.distribute.MirroredStrategy(["/cpu:%d" % i for i in range(n)])
+    return _STRATEGIES[n]

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 import namedmesh as nm
+from helpers import strategy  # noqa: F401  (shared MirroredStrategy cache)
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 CASES = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(DATA, "*.npz")))
@@ -36,13 +37,6 @@ class Case:
         return self.data.get("nonpadding")
 
 
-_STRATEGIES = {}
-
-
-def strategy(n):
-    if n not in _STRATEGIES:
-        _STRATEGIES[n] = tf.distribute.MirroredStrategy(["/cpu:%d" % i for i in range(n)])
-    return _STRATEGIES[n]
 
 
 def forward_and_grads(case, layer, mesh, x, r, nonpadding=None, train=None):

@@ -8,16 +8,10 @@ import pytest
 import tensorflow as tf
 
 import namedmesh as nm
+from helpers import strategy  # noqa: F401  (shared MirroredStrategy cache)
 from namedmesh.lowering.replica import tpu_group_assignment
 from namedmesh.lowering.reshape_plan import plan_reshape
 
-_STRATEGIES = {}
-
-
-def strategy(n):
-    if n not in _STRATEGIES:
-        _STRATEGIES[n] = tf.distribute.MirroredStrategy(["/cpu:%d" % i for i in range(n)])
-    return _STRATEGIES[n]
 
 
 def meshes(shape, layout):

@@ -7,17 +7,11 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 
 import namedmesh as nm
+from helpers import strategy
 from programs import make_inputs, programs, value_and_grads
 
 EXAMPLES = int(os.environ.get("NAMEDMESH_PROPERTY_EXAMPLES", "200"))
-_STRATEGIES = {}
 _SINGLE = []
-
-
-def strategy_for(n):
-    if n not in _STRATEGIES:
-        _STRATEGIES[n] = tf.distribute.MirroredStrategy(["/cpu:%d" % i for i in range(n)])
-    return _STRATEGIES[n]
 
 
 def single_mesh():
@@ -39,7 +33,7 @@ def test_mesh_equals_single_device(program):
     x, ws = make_inputs(program)
     x = tf.constant(x)
     ws = [tf.constant(w) for w in ws]
-    want = value_and_grads(program, single_mesh(), x, ws, None if False else 1.0)
+    want = value_and_grads(program, single_mesh(), x, ws, 1.0)
     r = tf.constant(np.random.RandomState(program.seed + 1).randn(*want[0].shape).astype(np.float32))
     want = [v.numpy() for v in value_and_grads(program, single_mesh(), x, ws, r)]
 
@@ -48,7 +42,7 @@ def test_mesh_equals_single_device(program):
     _check(got, want, "placement", program)
 
     mesh = nm.Mesh(program.mesh_shape, program.layout,
-                   strategy=strategy_for(nm.convert_to_shape(program.mesh_shape).size))
+                   strategy=strategy(nm.convert_to_shape(program.mesh_shape).size))
 
     def replica_fn(x, ws, r):
         out = value_and_grads(program, mesh, x, ws, r)

@@ -7,6 +7,7 @@ each MoE layer, then a projection to ``vocab``.  Every op is a namedmesh op,
 so the same model runs on one device and on any mesh.
 """
 
+import contextlib
 from typing import List
 
 import tensorflow as tf
@@ -26,7 +27,7 @@ class CharMoELM:
     def build(self, input_shape, mesh):
         """Create every variable (under the mesh's strategy, if any)."""
         shape = nm.convert_to_shape(input_shape) + [self.d_model]
-        scope = mesh.strategy.scope() if mesh.strategy is not None else _Null()
+        scope = mesh.strategy.scope() if mesh.strategy is not None else contextlib.nullcontext()
         with scope:
             for k in range(self.context):
                 self.store.create("embed_%d/kernel" % k, nm.Shape([self.vocab, self.d_model]),
@@ -73,11 +74,3 @@ class CharMoELM:
         nll = -nm.reduce_sum(nm.log_softmax(logits, self.vocab) * target, reduced_dim=self.vocab)
         loss = nm.reduce_mean(nll)
         return loss, aux, stats, logits
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

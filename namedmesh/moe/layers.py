@@ -9,6 +9,7 @@ names), because legacy layout rules name them.  The glossary of these dims is
 in ``docs/glossary.md``.
 """
 
+import contextlib
 from typing import Dict, Optional
 
 import numpy as np
@@ -95,7 +96,7 @@ class _MoELayer:
         if self._loaded is not None:
             self._check_arrays(self._loaded, shapes)
         strategy = getattr(mesh, "strategy", None)
-        scope = strategy.scope() if strategy is not None else _null()
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             for name, shape in shapes.items():
                 fan_in = self._fan_in(shape, name)
@@ -216,14 +217,6 @@ class _MoELayer:
         mark_step("expert hidden", h)
         return dense(h, output_dim, reduced_dims=[hidden_dim], expert_dims=expert_dims,
                      use_bias=False, name="wo", store=self.store)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 class MoE1D(_MoELayer):

@@ -26,6 +26,7 @@ class RoutingStats:
       choices, before capacity): the router's demand, which capacity then caps.
     assigned: assignments the router made (first choices of real tokens plus the
       second choices its policy kept), before capacity.
+    assigned_first: the first-choice part of ``assigned`` (one per real token).
     routed: assignments that got a capacity slot.
     dropped: assignments that found their expert full (the token's output lacks it).
     fraction_dropped: dropped / assigned.
@@ -37,6 +38,7 @@ class RoutingStats:
     second_choice_per_expert: object
     requested_per_expert: object
     assigned: object
+    assigned_first: object
     routed: object
     dropped: object
     fraction_dropped: object
@@ -46,7 +48,7 @@ class RoutingStats:
     def numpy(self) -> Dict[str, object]:
         out = {}
         for k in ("first_choice_per_expert", "second_choice_per_expert", "requested_per_expert",
-                  "assigned", "routed",
+                  "assigned", "assigned_first", "routed",
                   "dropped", "fraction_dropped", "router_confidence"):
             v = getattr(self, k)
             out[k] = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
@@ -107,7 +109,8 @@ def routing_stats(masks_before, masks_after, positions, capacity: float, top_gat
     """
     per_expert = [_replicated_counts(m, expert_dims) for m in masks_after]
     requested = _replicated_counts(masks_before[0] + masks_before[1], expert_dims)
-    assigned = reduce_sum(masks_before[0]) + reduce_sum(masks_before[1])
+    assigned_first = reduce_sum(masks_before[0])
+    assigned = assigned_first + reduce_sum(masks_before[1])
     routed = reduce_sum(masks_after[0]) + reduce_sum(masks_after[1])
     dropped = reduce_sum(masks_before[0] * to_float(greater_equal(positions[0], capacity))) + \
         reduce_sum(masks_before[1] * to_float(greater_equal(positions[1], capacity)))
@@ -117,7 +120,8 @@ def routing_stats(masks_before, masks_after, positions, capacity: float, top_gat
     return RoutingStats(
         first_choice_per_expert=ex(per_expert[0]), second_choice_per_expert=ex(per_expert[1]),
         requested_per_expert=ex(requested),
-        assigned=assigned_v, routed=ex(routed), dropped=dropped_v,
+        assigned=assigned_v, assigned_first=ex(assigned_first), routed=ex(routed),
+        dropped=dropped_v,
         fraction_dropped=dropped_v / (assigned_v + 1e-9), router_confidence=ex(confidence),
         expert_dims=tuple(d.name for d in expert_dims))
 
