@@ -23,6 +23,8 @@ from typing import Callable, Sequence, Tuple
 
 import tensorflow as tf
 
+from namedmesh.lowering import trace
+
 LaidOut = Tuple[tf.Tensor, ...]
 
 REDUCTIONS = ("SUM", "MAX", "MIN")
@@ -54,20 +56,77 @@ class MeshImpl(abc.ABC):
         """One ``None`` per local slice: drives ``slicewise`` for ops with no inputs."""
         return (None,) * self.num_local_slices
 
-    # -- collectives ----------------------------------------------------------
-    @abc.abstractmethod
-    def allreduce(self, x: LaidOut, mesh_axes: Sequence[int], reduction: str) -> LaidOut:
+    # -- collectives: size-1 mesh axes are skipped and every call is traced here;
+    #    executors implement only the data movement (_allreduce, _alltoall, _allconcat)
+    def allreduce(self, x: LaidOut, mesh_axes: Sequence[int], reduction: str,
+                  shape=None) -> LaidOut:
         """Combine ``x`` over the groups of ``mesh_axes`` with SUM, MAX or MIN."""
+        mesh_axes = [a for a in mesh_axes if self.mesh.shape.dims[a].size > 1]
+        if not mesh_axes:
+            return x
+        self.record_collective("all_reduce", mesh_axes, x, shape, reduction=reduction)
+        return self._allreduce(x, mesh_axes, reduction)
 
-    @abc.abstractmethod
-    def alltoall(self, x: LaidOut, mesh_axis: int, split_axis: int, concat_axis: int) -> LaidOut:
+    def alltoall(self, x: LaidOut, mesh_axis: int, split_axis: int, concat_axis: int,
+                 shape=None, new_shape=None) -> LaidOut:
         """Split each slice on ``split_axis`` into one piece per group member,
         send piece k to member k, and concatenate what arrives on ``concat_axis``
         (in member order)."""
+        if self.mesh.shape.dims[mesh_axis].size == 1:
+            return x
+        self.record_collective("all_to_all", [mesh_axis], x, shape, split_axis=split_axis,
+                               concat_axis=concat_axis, new_shape=new_shape)
+        return self._alltoall(x, mesh_axis, split_axis, concat_axis)
+
+    def allconcat(self, x: LaidOut, mesh_axis: int, concat_axis: int, shape=None) -> LaidOut:
+        """Concatenate the group's slices on ``concat_axis``; every member gets all."""
+        if self.mesh.shape.dims[mesh_axis].size == 1:
+            return x
+        self.record_collective("all_gather", [mesh_axis], x, shape, concat_axis=concat_axis)
+        return self._allconcat(x, mesh_axis, concat_axis)
 
     @abc.abstractmethod
-    def allconcat(self, x: LaidOut, mesh_axis: int, concat_axis: int) -> LaidOut:
-        """Concatenate the group's slices on ``concat_axis``; every member gets all."""
+    def _allreduce(self, x: LaidOut, mesh_axes: Sequence[int], reduction: str) -> LaidOut:
+        """allreduce over mesh axes of size > 1."""
+
+    @abc.abstractmethod
+    def _alltoall(self, x: LaidOut, mesh_axis: int, split_axis: int, concat_axis: int) -> LaidOut:
+        """alltoall along a mesh axis of size > 1."""
+
+    @abc.abstractmethod
+    def _allconcat(self, x: LaidOut, mesh_axis: int, concat_axis: int) -> LaidOut:
+        """allconcat along a mesh axis of size > 1."""
+
+    # -- the collective trace -------------------------------------------------------
+    def should_record(self) -> bool:
+        """Whether this process records trace entries (one replica does, under a strategy)."""
+        return True
+
+    def record_collective(self, kind, mesh_axes, x, shape=None, reduction=None, split_axis=None,
+                          concat_axis=None, new_shape=None):
+        if not trace.active() or not self.should_record():
+            return
+        mesh = self.mesh
+        first = x[0]
+        size = first.dtype.size
+        for n in first.shape.as_list():
+            size *= n if n is not None else 1
+        group_size = 1
+        for a in mesh_axes:
+            group_size *= mesh.shape.dims[a].size
+        trace.record(
+            kind=kind,
+            mesh_dims=tuple(mesh.shape.dims[a].name for a in mesh_axes),
+            shape=mesh.describe_layout(shape) if shape is not None else str(first.shape),
+            group_size=group_size,
+            num_groups=mesh.size // group_size,
+            bytes_per_processor=int(size),
+            dtype=first.dtype.name,
+            reduction=reduction,
+            split_axis=split_axis,
+            concat_axis=concat_axis,
+            new_shape=mesh.describe_layout(new_shape) if new_shape is not None else None,
+        )
 
     def allsplit(self, x: LaidOut, mesh_axis: int, split_axis: int) -> LaidOut:
         """Keep this processor's piece of ``split_axis`` (no communication)."""

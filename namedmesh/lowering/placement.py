@@ -11,10 +11,9 @@ import contextlib
 import tensorflow as tf
 
 from namedmesh.lowering.base import LaidOut, MeshImpl
-from namedmesh.lowering.tracing_mixin import TracingMixin
 
 
-class PlacementImpl(TracingMixin, MeshImpl):
+class PlacementImpl(MeshImpl):
     """Slices on ``devices[p]`` for processor ``p`` (row-major mesh coordinates)."""
 
     def __init__(self, mesh, devices):
@@ -41,11 +40,7 @@ class PlacementImpl(TracingMixin, MeshImpl):
         return tuple(self.mesh.coordinates(p)[mesh_axis] for p in range(self.mesh.size))
 
     # -- collectives -----------------------------------------------------------
-    def allreduce(self, x, mesh_axes, reduction, shape=None) -> LaidOut:
-        mesh_axes = [a for a in mesh_axes if self.mesh.shape.dims[a].size > 1]
-        if not mesh_axes:
-            return x
-        self.record_collective("all_reduce", mesh_axes, x, shape, reduction=reduction)
+    def _allreduce(self, x, mesh_axes, reduction) -> LaidOut:
         out = list(x)
         for group in self.mesh.groups(mesh_axes):
             with self.on(group[0]):
@@ -58,12 +53,8 @@ class PlacementImpl(TracingMixin, MeshImpl):
                     out[p] = tf.identity(total[0])
         return tuple(out)
 
-    def alltoall(self, x, mesh_axis, split_axis, concat_axis, shape=None, new_shape=None) -> LaidOut:
+    def _alltoall(self, x, mesh_axis, split_axis, concat_axis) -> LaidOut:
         n = self.mesh.shape.dims[mesh_axis].size
-        if n == 1:
-            return x
-        self.record_collective("all_to_all", [mesh_axis], x, shape, split_axis=split_axis,
-                               concat_axis=concat_axis, new_shape=new_shape)
         out = list(x)
         for group in self.mesh.groups([mesh_axis]):
             pieces = {}
@@ -75,10 +66,7 @@ class PlacementImpl(TracingMixin, MeshImpl):
                     out[p] = tf.concat([pieces[s][k] for s in group], axis=concat_axis)
         return tuple(out)
 
-    def allconcat(self, x, mesh_axis, concat_axis, shape=None) -> LaidOut:
-        if self.mesh.shape.dims[mesh_axis].size == 1:
-            return x
-        self.record_collective("all_gather", [mesh_axis], x, shape, concat_axis=concat_axis)
+    def _allconcat(self, x, mesh_axis, concat_axis) -> LaidOut:
         out = list(x)
         for group in self.mesh.groups([mesh_axis]):
             for p in group:

@@ -29,7 +29,6 @@ import tensorflow as tf
 from namedmesh.errors import MeshError
 from namedmesh.lowering import trace
 from namedmesh.lowering.base import LaidOut, MeshImpl
-from namedmesh.lowering.tracing_mixin import TracingMixin
 
 _keys_lock = threading.Lock()
 _group_keys = {}
@@ -69,7 +68,7 @@ def make_replica_impl(mesh, strategy) -> "ReplicaImpl":
     return CollectiveReplicaImpl(mesh, strategy)
 
 
-class ReplicaImpl(TracingMixin, MeshImpl):
+class ReplicaImpl(MeshImpl):
     """Common part: the local slice, coordinates from the replica id, export."""
 
     def __init__(self, mesh, strategy):
@@ -113,37 +112,17 @@ class ReplicaImpl(TracingMixin, MeshImpl):
         return ((rid // stride) % size,)
 
     def _my_group(self, mesh_axes):
-        """(this replica's group as a tuple, all groups) along ``mesh_axes``."""
-        groups = self.mesh.groups(mesh_axes)
+        """This replica's group along ``mesh_axes`` (a tuple), or None if the id is not static."""
         rid = self.replica_id()
         if isinstance(rid, int):
-            for g in groups:
+            for g in self.mesh.groups(mesh_axes):
                 if rid in g:
-                    return tuple(g), groups
-        return None, groups
+                    return tuple(g)
+        return None
 
-    # -- collectives: shared structure, per-backend primitives ---------------------
-    def allreduce(self, x, mesh_axes, reduction, shape=None) -> LaidOut:
-        mesh_axes = [a for a in mesh_axes if self.mesh.shape.dims[a].size > 1]
-        if not mesh_axes:
-            return x
-        self.record_collective("all_reduce", mesh_axes, x, shape, reduction=reduction)
-        return (self._allreduce(x[0], mesh_axes, reduction),)
-
-    def alltoall(self, x, mesh_axis, split_axis, concat_axis, shape=None, new_shape=None) -> LaidOut:
-        if self.mesh.shape.dims[mesh_axis].size == 1:
-            return x
-        self.record_collective("all_to_all", [mesh_axis], x, shape, split_axis=split_axis,
-                               concat_axis=concat_axis, new_shape=new_shape)
-        return (self._alltoall(x[0], mesh_axis, split_axis, concat_axis),)
-
-    def allconcat(self, x, mesh_axis, concat_axis, shape=None) -> LaidOut:
-        if self.mesh.shape.dims[mesh_axis].size == 1:
-            return x
-        self.record_collective("all_gather", [mesh_axis], x, shape, concat_axis=concat_axis)
-        return (self._allconcat(x[0], mesh_axis, concat_axis),)
-
-    def _allreduce(self, v, mesh_axes, reduction):
+    # -- collectives: custom-gradient wrappers around the per-backend primitives -------
+    def _allreduce(self, x, mesh_axes, reduction) -> LaidOut:
+        v = x[0]
         if reduction == "SUM":
             @tf.custom_gradient
             def summed(v):
@@ -152,7 +131,7 @@ class ReplicaImpl(TracingMixin, MeshImpl):
                         self.record_collective("all_reduce", mesh_axes, (dy,), None, reduction="SUM")
                         return self._raw_sum(dy, mesh_axes)
                 return self._raw_sum(v, mesh_axes), grad
-            return summed(v)
+            return (summed(v),)
 
         @tf.custom_gradient
         def extreme(v):
@@ -166,9 +145,9 @@ class ReplicaImpl(TracingMixin, MeshImpl):
 
             return y, grad
 
-        return extreme(v)
+        return (extreme(v),)
 
-    def _alltoall(self, v, mesh_axis, split_axis, concat_axis):
+    def _alltoall(self, x, mesh_axis, split_axis, concat_axis) -> LaidOut:
         @tf.custom_gradient
         def moved(v):
             def grad(dy):
@@ -177,11 +156,10 @@ class ReplicaImpl(TracingMixin, MeshImpl):
                                            split_axis=concat_axis, concat_axis=split_axis)
                     return self._raw_alltoall(dy, mesh_axis, concat_axis, split_axis)
             return self._raw_alltoall(v, mesh_axis, split_axis, concat_axis), grad
-        return moved(v)
+        return (moved(x[0]),)
 
-    def _allconcat(self, v, mesh_axis, concat_axis):
+    def _allconcat(self, x, mesh_axis, concat_axis) -> LaidOut:
         n = self.mesh.shape.dims[mesh_axis].size
-        local = v.shape[concat_axis]
 
         @tf.custom_gradient
         def gathered(v):
@@ -189,10 +167,9 @@ class ReplicaImpl(TracingMixin, MeshImpl):
                 with trace.backward_phase():
                     self.record_collective("all_reduce", [mesh_axis], (dy,), None, reduction="SUM")
                     total = self._raw_sum(dy, [mesh_axis])
-                coord = self.pcoord(mesh_axis)[0]
-                return _take(total, concat_axis, coord * local, local)
+                return self.allsplit((total,), mesh_axis, concat_axis)[0]  # own piece
             return self._raw_allconcat(v, mesh_axis, concat_axis, n), grad
-        return gathered(v)
+        return (gathered(x[0]),)
 
     # -- import / export -----------------------------------------------------------
     def import_tf_tensor(self, value, layout) -> LaidOut:
@@ -209,16 +186,6 @@ class ReplicaImpl(TracingMixin, MeshImpl):
             if mesh_axis is not None:
                 out = self.allconcat((out,), mesh_axis, tensor_axis, shape=layout.shape)[0]
         return _scale_gradient(out, 1.0 / self.mesh.size)
-
-
-def _take(v, axis, begin, size):
-    begins = [0] * v.shape.rank
-    sizes = [-1] * v.shape.rank
-    begins[axis] = begin
-    sizes[axis] = size
-    if isinstance(begin, int):
-        return tf.slice(v, begins, sizes)
-    return tf.slice(v, tf.stack([tf.cast(b, tf.int32) for b in begins]), sizes)
 
 
 @tf.custom_gradient
@@ -259,7 +226,7 @@ class CollectiveReplicaImpl(ReplicaImpl):
         return _allocate(_graph_instance_base, graph, _next_instance_base, 1_000_000) + seq
 
     def _group_args(self, mesh_axes):
-        group, _ = self._my_group(mesh_axes)
+        group = self._my_group(mesh_axes)
         if group is None:
             raise MeshError("the replica id is not static under %s; use TPUStrategy's "
                             "collectives there" % type(self.strategy).__name__)
