@@ -19,13 +19,12 @@ from typing import Optional
 
 import tensorflow as tf
 
-from namedmesh.core.contraction import reduce_mean, reduce_sum
-from namedmesh.core.creation import random_uniform
+from namedmesh.core.contraction import einsum, reduce_mean, reduce_sum
+from namedmesh.core.creation import ones_like, random_uniform, zeros_like
 from namedmesh.core.dims import Dimension
-from namedmesh.core.creation import zeros_like
-from namedmesh.core.elementwise import (cast, equal, greater, less, log, square, to_float,
-                                        to_int32)
-from namedmesh.core.nn import dropout, one_hot, reduce_logsumexp, softmax, top_1
+from namedmesh.core.elementwise import (cast, equal, greater, less, log, square, stop_gradient,
+                                        to_float, to_int32)
+from namedmesh.core.nn import cumsum, dropout, one_hot, reduce_logsumexp, softmax, top_1
 from namedmesh.core.tensor import Tensor
 from namedmesh.layers.dense import dense
 from namedmesh.moe.stats import RoutingStats, routing_stats
@@ -126,7 +125,7 @@ def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
                                 gate_2 / max(threshold, 1e-9)))
 
     mask_1_before, mask_2_before = mask_1, mask_2
-    position_in_expert_1 = cumsum_exclusive(mask_1, group_size_dim) * mask_1
+    position_in_expert_1 = cumsum(mask_1, group_size_dim, exclusive=True) * mask_1
     mask_1 *= to_float(less(position_in_expert_1, capacity))
     mask_1_count = reduce_sum(mask_1, reduced_dim=group_size_dim)
     mask_1_flat = reduce_sum(mask_1, reduced_dim=experts_dim)
@@ -134,7 +133,7 @@ def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
     position_in_expert_1 = reduce_sum(position_in_expert_1, reduced_dim=experts_dim)
     gate_1 *= mask_1_flat
 
-    position_in_expert_2 = cumsum_exclusive(mask_2, group_size_dim) + mask_1_count
+    position_in_expert_2 = cumsum(mask_2, group_size_dim, exclusive=True) + mask_1_count
     position_in_expert_2 *= mask_2
     mask_2 *= to_float(less(position_in_expert_2, capacity))
     mask_2_flat = reduce_sum(mask_2, reduced_dim=experts_dim)
@@ -152,14 +151,9 @@ def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
     stats = routing_stats(
         (mask_1_before, mask_2_before), (mask_1, mask_2),
         (position_1_per_expert, position_2_per_expert), capacity, raw_top,
-        real if real is not None else raw_top * 0.0 + 1.0,
+        real if real is not None else ones_like(raw_top),
         (outer_expert_dims or []) + [experts_dim])
     return Gating(dispatch, combine, cast(loss, inputs.dtype), stats)
-
-
-def cumsum_exclusive(x, dim):
-    from namedmesh.core.nn import cumsum
-    return cumsum(x, dim, exclusive=True)
 
 
 def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
@@ -180,8 +174,6 @@ def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
     gate_logits = _logits(gate_inputs, outer_expert_dims, experts_dim, store, name)
     raw_gates = softmax(gate_logits, experts_dim)
     if policy == "sample":
-        from namedmesh.core.contraction import einsum
-        from namedmesh.core.elementwise import stop_gradient
         noise = random_uniform(gate_logits.mesh, gate_logits.shape, seeds.next(), minval=1e-9,
                                maxval=1.0)
         sampled = stop_gradient(gate_logits) - log(-log(noise)) * config.switch_temperature
@@ -207,7 +199,7 @@ def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
         loss += config.z_loss * router_z_loss(gate_logits, experts_dim, importance)
 
     mask_before = expert_mask
-    position_in_expert = cumsum_exclusive(expert_mask, group_size_dim) * expert_mask
+    position_in_expert = cumsum(expert_mask, group_size_dim, exclusive=True) * expert_mask
     expert_mask *= to_float(less(position_in_expert, float(capacity_dim.size)))
     expert_mask_flat = reduce_sum(expert_mask, reduced_dim=experts_dim)
     expert_gate *= expert_mask_flat
@@ -220,6 +212,6 @@ def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
     stats = routing_stats(
         (mask_before, zero), (expert_mask, zero), (position_in_expert, zero),
         float(capacity_dim.size), raw_top,
-        real if real is not None else raw_top * 0.0 + 1.0,
+        real if real is not None else ones_like(raw_top),
         (outer_expert_dims or []) + [experts_dim])
     return Gating(dispatch, combine, cast(loss, inputs.dtype), stats)

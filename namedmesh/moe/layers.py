@@ -18,7 +18,7 @@ import tensorflow as tf
 from namedmesh.core import elementwise as ew
 from namedmesh.core.contraction import reduce_sum
 from namedmesh.core.creation import zeros
-from namedmesh.core.dims import Dimension, Shape
+from namedmesh.core.dims import Dimension, Shape, convert_to_shape
 from namedmesh.core.nn import dropout
 from namedmesh.core.reshape import reshape
 from namedmesh.core.tensor import Tensor
@@ -75,8 +75,9 @@ class _MoELayer:
         """``{mtf_name: Shape}`` of every variable, dims in mtf's order."""
         raise NotImplementedError
 
-    def _fan_in(self, shape: Shape, name: str) -> int:
-        """Fan-in of a kernel: its reduced dims are the ones before the last (after experts)."""
+    @staticmethod
+    def _fan_in(shape: Shape) -> int:
+        """Fan-in of a kernel ``[*experts, reduced, new]``: the reduced dim's size."""
         return shape.dims[-2].size
 
     def build(self, input_shape, mesh=None):
@@ -85,7 +86,6 @@ class _MoELayer:
         Needed before running under a tf.distribute strategy (pass its mesh, the
         variables are then mirrored); on the placement executor the first call builds.
         """
-        from namedmesh.core.dims import convert_to_shape
         d_model = convert_to_shape(input_shape).dims[-1]
         if self._built_dims is not None:
             if self._built_dims != d_model:
@@ -99,7 +99,7 @@ class _MoELayer:
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             for name, shape in shapes.items():
-                fan_in = self._fan_in(shape, name)
+                fan_in = self._fan_in(shape)
                 init = variance_scaling_initializer([Dimension("fan_in", fan_in)])
                 value = self._loaded.get(name) if self._loaded is not None else None
                 self.store.create(name, shape, initializer=init, value=value)
@@ -162,7 +162,7 @@ class _MoELayer:
                                      shape.sizes, shape))
 
     # -- calling ---------------------------------------------------------------------
-    def _seeds(self, seed, train, mesh):
+    def _seeds(self, seed, train):
         if seed is not None:
             return Seeds(seed)
         if train and self._uses_randomness(train):
@@ -197,7 +197,7 @@ class _MoELayer:
                 raise ConfigError("%s: nonpadding has dims %s, expected x's dims without the "
                                   "last: %s" % (self.layer_name, nonpadding.shape, expected))
         self.build(x.shape, x.mesh)
-        y, loss, stats = self._forward(x, train, nonpadding, self._seeds(seed, train, x.mesh))
+        y, loss, stats = self._forward(x, train, nonpadding, self._seeds(seed, train))
         self.last_stats = stats
         return (y, loss, stats) if return_stats else (y, loss)
 
