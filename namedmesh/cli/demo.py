@@ -66,6 +66,7 @@ def run_demo(args) -> int:
     from namedmesh.demo.model import CharMoELM
     from namedmesh.demo.report import expert_load_table, mesh_matches_single_device, write_png
     from namedmesh.demo.train import train
+    from namedmesh.moe.dims import mesh_dim_size_of
     from namedmesh.moe.explain import explain, render
 
     strategy = None
@@ -74,8 +75,7 @@ def run_demo(args) -> int:
     mesh = ported.build_mesh(strategy=strategy) if strategy else ported.build_mesh()
     layers = [spec.build() for spec in ported.layers]
     corpus = Corpus(seed=args.seed)
-    outer = mesh.shape[mesh.layout_rules.mesh_dim_name("outer_batch")].size \
-        if mesh.layout_rules.mesh_dim_name("outer_batch") in mesh.shape else 1
+    outer = mesh_dim_size_of(mesh, nm.Dimension("outer_batch", 1))  # one slice per processor
     positions = nm.convert_to_shape("outer_batch:%d;batch:8;length:32" % outer)
     d_model = 32
     input_shape = positions + [nm.Dimension("d_model", d_model)]
