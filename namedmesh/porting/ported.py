@@ -9,9 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from namedmesh.core.dims import convert_to_shape
 from namedmesh.errors import ConfigError, NamedMeshError
-from namedmesh.mesh.layout_rules import convert_to_layout_rules
 from namedmesh.mesh.mesh import parse_mesh_shape
 
 
@@ -66,24 +64,26 @@ class PortedConfig:
     reports: List[str] = field(default_factory=list)
     sources: Dict[str, Source] = field(default_factory=dict)
 
-    def check_mesh_and_layout(self):
-        """Validate the mesh and layout strings; report layout rules whose mesh dim is absent."""
+    def _layout_only_mesh(self):
+        """The config's Mesh without devices (for layouts, not for running); its
+        LayoutWarnings (rules naming absent mesh dims) come back as a list."""
+        from namedmesh.mesh.mesh import Mesh
         try:
-            mesh = parse_mesh_shape(self.mesh_shape or "")
+            size = parse_mesh_shape(self.mesh_shape or "").size
         except NamedMeshError as e:
             raise ConfigError("%s: %s" % (self.sources.get("mesh_shape", self.path), e)) from None
         try:
-            rules = convert_to_layout_rules(self.layout or "")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                mesh = Mesh(self.mesh_shape or "", self.layout or "", devices=[""] * size)
         except NamedMeshError as e:
             raise ConfigError("%s: %s" % (self.sources.get("layout", self.path), e)) from None
-        names = list(mesh.names)
-        for tensor_dim, mesh_dim in rules:
-            if mesh_dim not in names:
-                self.reports.append(
-                    "layout rule %s:%s names mesh dim %r, which mesh %r does not have (its "
-                    "dims: %s); mtf ignores the rule, so %r stays replicated"
-                    % (tensor_dim, mesh_dim, mesh_dim, self.mesh_shape or "", names or "none",
-                       tensor_dim))
+        return mesh, [str(w.message) for w in caught]
+
+    def check_mesh_and_layout(self):
+        """Validate the mesh and layout strings; report layout rules whose mesh dim is
+        absent (mtf ignores them silently; the Mesh names them and the dims that exist)."""
+        self.reports += self._layout_only_mesh()[1]
 
     def build_mesh(self, **kwargs):
         from namedmesh.mesh.mesh import LayoutWarning, Mesh
@@ -96,20 +96,16 @@ class PortedConfig:
 
     def default_input_shape(self, layer: PortedLayer, d_model: int = 64) -> str:
         """A small input the mesh can lay out: batch dims sized by their mesh dims."""
-        mesh = convert_to_shape(self.mesh_shape or "")
-        rules = convert_to_layout_rules(self.layout or "")
-
-        def split(name):
-            m = rules.mesh_dim_name(name)
-            return mesh[m].size if m is not None and m in mesh else 1
-
-        outer = split("outer_batch")
+        from namedmesh.core.dims import Dimension
+        from namedmesh.moe.dims import mesh_dim_size_of
+        mesh = self._layout_only_mesh()[0]
+        outer = mesh_dim_size_of(mesh, Dimension("outer_batch", 1))
         batch_name = "batch"
         for candidate in ("batch", "inner_batch"):
-            if rules.mesh_dim_name(candidate) in mesh:
+            if mesh.layout_rules.mesh_dim_name(candidate) in mesh.shape:
                 batch_name = candidate
                 break
-        batch = max(2, split(batch_name))
+        batch = max(2, mesh_dim_size_of(mesh, Dimension(batch_name, 1)))
         return "outer_batch:%d;%s:%d;length:8;d_model:%d" % (outer, batch_name, batch, d_model)
 
     def python_snippet(self, checkpoint: Optional[str] = None,
