@@ -47,6 +47,13 @@ def align_local(value: tf.Tensor, in_shape: Shape, out_shape: Shape) -> tf.Tenso
     return value
 
 
+def _aligned(t, out_shape: Shape):
+    """A Tensor operand's slices aligned to ``out_shape`` (``align_local``); scalars as they are."""
+    if isinstance(t, Tensor):
+        return t.mesh.impl.slicewise(lambda v: align_local(v, t.shape, out_shape), t.slices)
+    return t
+
+
 def _is_subsequence(short, long) -> bool:
     it = iter(long)
     return all(any(a == b for b in it) for a in short)
@@ -114,15 +121,7 @@ def binary_op(fn, x1, x2, op: str, output_shape=None, out_dtype=None) -> Tensor:
     else:
         out_shape = tensors[0].shape
 
-    def local(a, b):
-        return fn(a, b)
-
-    def prep(t):
-        if isinstance(t, Tensor):
-            return mesh.impl.slicewise(lambda v: align_local(v, t.shape, out_shape), t.slices)
-        return t
-
-    slices = mesh.impl.slicewise(local, prep(x1), prep(x2))
+    slices = mesh.impl.slicewise(fn, _aligned(x1, out_shape), _aligned(x2, out_shape))
     return Tensor(mesh, out_shape, slices, out_dtype)
 
 
@@ -216,16 +215,12 @@ def where(condition, if_true, if_false, output_shape=None) -> Tensor:
                                         [t.shape for t in tensors], "where")
     sizes = mesh.tensor_layout(out_shape).slice_sizes
 
-    def prep(t):
-        if isinstance(t, Tensor):
-            return mesh.impl.slicewise(lambda v: align_local(v, t.shape, out_shape), t.slices)
-        return t
-
     def local(c, a, b):
         return tf.where(tf.broadcast_to(c, sizes), a, b)
 
-    return Tensor(mesh, out_shape, mesh.impl.slicewise(local, prep(condition), prep(if_true),
-                                                       prep(if_false)), like.dtype)
+    return Tensor(mesh, out_shape, mesh.impl.slicewise(
+        local, _aligned(condition, out_shape), _aligned(if_true, out_shape),
+        _aligned(if_false, out_shape)), like.dtype)
 
 
 # -- unary maths --------------------------------------------------------------
