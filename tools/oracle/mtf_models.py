@@ -29,14 +29,8 @@ tf.disable_v2_behavior()
 tf.get_logger().setLevel("ERROR")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 DEFAULT_OUT = os.path.join(REPO, "tests", "data", "models")
-
-
 MTF_GIN_DIR = os.path.join(DEFAULT_OUT, "gin", "mtf")  # defaults.gin, lm_moe.gin, bi_moe.gin (copied)
-
-
 LAYER_CLASSES = {
     "SelfAttention": transformer_layers.SelfAttention,
     "EncDecAttention": transformer_layers.EncDecAttention,
@@ -44,10 +38,6 @@ LAYER_CLASSES = {
     "MoE1D": moe.MoE1D,
     "MoE2D": moe.MoE2D,
 }
-TRAIN, EVAL = "train", "eval"  # tf.estimator.ModeKeys values (mtf_shim defines them as mtf's code reads them)
-
-# What defaults.gin binds for every LayerStack (non-legacy mode, LayerStack.dropout_rate = None).
-
 TRAIN, EVAL = "train", "eval"  # the tf.estimator.ModeKeys values mtf's code compares with
 
 
@@ -79,12 +69,19 @@ def constructor_arguments(cls, kwargs):
 
 
 def constructor_arguments_of_function(fn, kwargs):
+    """Every argument of a method (self and its first positional argument left out)."""
     bound = inspect.signature(inspect.unwrap(fn)).bind_partial(None, None, **kwargs)
     bound.apply_defaults()
     args = dict(bound.arguments)
     for k in list(args)[:2]:
         args.pop(k)
     return args
+
+
+def _keyword_defaults(fn):
+    """The defaults of a sublayer function's own arguments (gin is cleared when a case runs)."""
+    params = inspect.signature(inspect.unwrap(fn)).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def _sublayer(name):
@@ -115,8 +112,8 @@ def make_layer_stack(layers, num_layers, stack_spec, patches):
                            "per_layer": [f.__name__ for f in stack._sublayers_per_layer],
                            "final": [f.__name__ for f in stack._sublayers_final]},
         "sublayer_function_defaults": {
-            "sublayer_rms_norm": {"epsilon": 1e-6, "name": "rms_norm"},
-            "sublayer_dropout": {"dropout_rate": 0.0}},
+            f.__name__: _keyword_defaults(f) for f in (transformer.sublayer_rms_norm,
+                                                       transformer.sublayer_dropout)},
         "layers": [{"class": type(layer).__name__, "name": layer.name,
                     "kwargs": jsonable(constructor_arguments(LAYER_CLASSES[name], kwargs)),
                     "patched_hparams": patches.get(type(layer).__name__ + "._hparams")}
@@ -273,9 +270,9 @@ class Recorder(object):
         unitransformer._compute_loss = compute_loss
         for layer in unitransformer.layer_stack.layers:
             if isinstance(layer, (moe.MoE1D, moe.MoE2D)):
-                layer.call = self._recording_call(layer, layer.call)
+                layer.call = self._recording_call(layer.call)
 
-    def _recording_call(self, layer, call):
+    def _recording_call(self, call):
         def recording_call(context, x, losses=None):
             before = len(context.losses) if context.losses is not None else 0
             y = call(context, x, losses)
