@@ -8,6 +8,7 @@ after mtf's defaults.gin and models/lm_moe.gin or bi_moe.gin, build the same mod
 """
 import numpy as np
 
+# What defaults.gin binds for every LayerStack (non-legacy mode: LayerStack.dropout_rate = None).
 DEFAULT_SUBLAYERS = {
     "sublayers_initial": ["sublayer_dropout"],
     "sublayers_per_layer": ["sublayer_rms_norm", "sublayer_call_layer", "sublayer_dropout",
@@ -17,14 +18,11 @@ DEFAULT_SUBLAYERS = {
 
 # The layout rules of mtf's defaults.gin (utils.run.layout_rules), used verbatim on the meshes
 # "batch:2,model:2" and "batch:2,model:4" (layouts/2x2_dp_mp.gin uses the latter).
-
-
-DEFAULTS_GIN_LAYOUT = "ensemble:ensemble,batch:batch,d_ff:model,heads:model,vocab:model,experts:batch"
+DEFAULTS_GIN_LAYOUT = ("ensemble:ensemble,batch:batch,d_ff:model,heads:model,vocab:model,"
+                       "experts:batch")
 
 # lm_moe.gin's stack, scaled down the way models/tiny.gin scales a config: these bindings are
 # written to gin/cases/<case>.gin and parsed after defaults.gin and models/lm_moe.gin.
-
-
 TINY_BINDINGS = [
     "d_model = 8", "d_ff = 16", "d_kv = 4", "num_layers = 2",
     "MoE1D.num_experts = 4", "MoE1D.hidden_size = 16",
@@ -65,7 +63,7 @@ def _lm_moe_gin(num_heads, extra=()):
     return [line for line in base if line.split("=")[0].strip() not in overridden] + list(extra)
 
 
-def _lm_case(description, layers, num_heads, mesh_shape="", layout="", batch=(("batch", 2),),
+def _lm_case(description, layers, mesh_shape="", layout="", batch=(("batch", 2),),
              length=8, data="padded", model=None, stack=None, gin_bindings=None, seed=0,
              patches=None, num_layers=2):
     return {
@@ -126,23 +124,23 @@ CASES = {
     "lm_moe_1dev": _lm_case(
         "lm_moe.gin's stack (SelfAttention, MoE1D, SelfAttention, DenseReluDense) x 2 blocks, "
         "defaults.gin sublayers, shared embedding and softmax, padded targets; one device",
-        _lm_moe_block(2), num_heads=2, gin_bindings=_lm_moe_gin(2), seed=1),
+        _lm_moe_block(2), gin_bindings=_lm_moe_gin(2), seed=1),
     "lm_moe_2x2": _lm_case(
         "lm_moe_1dev's model on mesh batch:2,model:2 with defaults.gin's layout rules: batch and "
         "experts split on 'batch', heads / d_ff / vocab split on 'model'",
-        _lm_moe_block(2), num_heads=2, mesh_shape="batch:2,model:2", layout=DEFAULTS_GIN_LAYOUT,
+        _lm_moe_block(2), mesh_shape="batch:2,model:2", layout=DEFAULTS_GIN_LAYOUT,
         gin_bindings=_lm_moe_gin(2), seed=2),
     "lm_moe_2x4": _lm_case(
         "lm_moe stack with 4 heads on mesh batch:2,model:4 (layouts/2x2_dp_mp.gin's mesh) and "
         "defaults.gin's layout rules; MoE1D second-expert policy 'threshold' in train mode",
-        _lm_moe_block(4, second_policy_train="threshold"), num_heads=4,
-        mesh_shape="batch:2,model:4", layout=DEFAULTS_GIN_LAYOUT,
+        _lm_moe_block(4, second_policy_train="threshold"), mesh_shape="batch:2,model:4",
+        layout=DEFAULTS_GIN_LAYOUT,
         gin_bindings=_lm_moe_gin(4, ['MoE1D.second_policy_train = "threshold"']), seed=3),
     "lm_moe_2x4_experts_model": _lm_case(
         "lm_moe stack on mesh batch:2,model:4 with the experts split on 'model' (4 experts on 4 "
         "processors) and heads unsplit; packed targets (two sequences per row, segment ids and "
         "positions); smaller MoE groups (group_size 8)",
-        _lm_moe_block(2, group_size=8), num_heads=2, mesh_shape="batch:2,model:4",
+        _lm_moe_block(2, group_size=8), mesh_shape="batch:2,model:4",
         layout="batch:batch,experts:model,d_ff:model,vocab:model", data="packed",
         gin_bindings=_lm_moe_gin(2, ["MoE1D.group_size = 8"]), seed=4),
     "lm_moe2d_2x2": _lm_case(
@@ -152,7 +150,7 @@ CASES = {
         [_sa(2), ["MoE2D", {"expert_x": 2, "expert_y": 2, "hidden_size": 16, "group_size": 8,
                             "second_policy_train": "all", "second_policy_eval": "all"}],
          _sa(2), _drd(16)],
-        num_heads=2, mesh_shape="b0:2,b1:2",
+        mesh_shape="b0:2,b1:2",
         layout="outer_batch:b0,batch:b1,expert_x:b1,expert_y:b0",
         batch=(("outer_batch", 2), ("batch", 2)), seed=5,
         # mtf bug: MoE2D's HParams lack three attributes _top_2_gating reads; given MoE1D's defaults
@@ -161,15 +159,15 @@ CASES = {
     "lm_zloss_2x2": _lm_case(
         "lm_moe stack with a large softmax z_loss (Unitransformer.z_loss 1e-2) and the MoE router "
         "z-loss (MoE1D.z_loss 1e-3), second-place loss on; mesh batch:2,model:2",
-        _lm_moe_block(2, z_loss=1e-3, use_second_place_loss=True), num_heads=2,
-        mesh_shape="batch:2,model:2", layout=DEFAULTS_GIN_LAYOUT, model={"z_loss": 1e-2},
+        _lm_moe_block(2, z_loss=1e-3, use_second_place_loss=True), mesh_shape="batch:2,model:2",
+        layout=DEFAULTS_GIN_LAYOUT, model={"z_loss": 1e-2},
         gin_bindings=_lm_moe_gin(2, ["Unitransformer.z_loss = 1e-2", "MoE1D.z_loss = 1e-3",
                                      "MoE1D.use_second_place_loss = True"]), seed=6),
     "lm_gated_separate_softmax": _lm_case(
         "dense LM, T5.1.1-style: gated DenseReluDense (activation ['gelu', 'linear']), separate "
         "embedding and softmax ('logits' variable), z_loss 0, vocab_divisor 1 (no vocab padding), "
         "and targets padded WITHOUT sequence_id (no padding mask, as mtf's unpacked LM training)",
-        [_sa(2), _drd(16, activation=["gelu", "linear"])], num_heads=2, data="padded_no_sequence_id",
+        [_sa(2), _drd(16, activation=["gelu", "linear"])], data="padded_no_sequence_id",
         model={"shared_embedding_and_softmax_weights": False, "z_loss": 0.0, "vocab_divisor": 1},
         seed=7),
     "bi_moe_1dev": _bi_case(
@@ -179,16 +177,16 @@ CASES = {
         BI_MOE_ENCODER, BI_MOE_DECODER, gin_bindings=BI_MOE_GIN, seed=8,
         inputs_length=8, targets_length=6),
     "bi_moe_2x2": _bi_case(
-        "bi_moe_1dev's model on mesh batch:2,model:2 with defaults.gin's layout rules, packed inputs "
-        "and targets (segment ids and positions for both)",
+        "bi_moe_1dev's model on mesh batch:2,model:2 with defaults.gin's layout rules, packed "
+        "inputs and targets (segment ids and positions for both)",
         BI_MOE_ENCODER, BI_MOE_DECODER, mesh_shape="batch:2,model:2", layout=DEFAULTS_GIN_LAYOUT,
         gin_bindings=BI_MOE_GIN, seed=9, data="packed", inputs_length=8, targets_length=8),
     "t5_relbias_bi": _bi_case(
         "T5-style encoder-decoder (T5's models/bi_v1.gin: no positional embedding, SelfAttention "
         "relative_attention_type 'bias_shared', 32 buckets; shared embedding and softmax) with the "
         "legacy LayerStack (dropout_rate and norm_epsilon set) that gives the layer_norm / "
-        "final_layer_norm names of released T5 checkpoints; encoder length 32 and decoder length 16 "
-        "so the log-spaced buckets are used; mesh batch:2,model:2",
+        "final_layer_norm names of released T5 checkpoints; encoder length 32 and decoder length "
+        "16 so the log-spaced buckets are used; mesh batch:2,model:2",
         [_sa(2, relative_attention_type="bias_shared"), _drd(16)],
         [_sa(2, relative_attention_type="bias_shared"), _encdec(2), _drd(16)],
         mesh_shape="batch:2,model:2", layout=DEFAULTS_GIN_LAYOUT, batch=(("batch", 2),),
@@ -212,7 +210,7 @@ CHECKPOINT_CASES = {
         _lm_case("lm_moe-shaped LM (tiny sizes) trained 16 steps with mtf's Adafactor on a "
                  "deterministic next-token pattern (partly learnt, so greedy tokens depend on the "
                  "whole model), saved as mtf's training saves",
-                 _lm_moe_block(2), num_heads=2, gin_bindings=_lm_moe_gin(2), seed=21,
+                 _lm_moe_block(2), gin_bindings=_lm_moe_gin(2), seed=21,
                  length=12, batch=(("batch", 4),)),
         train_steps=16),
     "ckpt_bi_moe": dict(

@@ -105,7 +105,7 @@ def train_and_save(name, case, ckpt_dir, steps, learning_rate=0.05):
 
 
 def eval_from_checkpoint(case, prefix, arrays):
-    """A fresh graph restores the checkpoint (tf.train.Saver, then masters -> slices); eval logits."""
+    """Eval logits after a fresh graph restores the checkpoint (Saver, then masters -> slices)."""
     with tf.Graph().as_default():
         graph = mtf.Graph()
         mesh = mtf.Mesh(graph, "mesh")

@@ -30,7 +30,7 @@ tf.get_logger().setLevel("ERROR")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_OUT = os.path.join(REPO, "tests", "data", "models")
-MTF_GIN_DIR = os.path.join(DEFAULT_OUT, "gin", "mtf")  # defaults.gin, lm_moe.gin, bi_moe.gin (copied)
+MTF_GIN_DIR = os.path.join(DEFAULT_OUT, "gin", "mtf")  # copies of defaults, lm_moe, bi_moe.gin
 LAYER_CLASSES = {
     "SelfAttention": transformer_layers.SelfAttention,
     "EncDecAttention": transformer_layers.EncDecAttention,
@@ -159,7 +159,8 @@ def build_model(case):
 def gin_case_text(name, case):
     lines = ["# -*-Python-*-",
              "# Made by tools/oracle/make_model_goldens.py for the golden case %s." % name,
-             "# Parse after: %s (gin/mtf/ holds unchanged copies)." % ", ".join(case["gin"]["files"]),
+             "# Parse after: %s (gin/mtf/ holds unchanged copies)."
+             % ", ".join(case["gin"]["files"]),
              "# The model type, vocab sizes, mesh and layout are utils.run's arguments; they",
              "# are written here as utils.run bindings for readers of the config.",
              'utils.run.model_type = "%s"' % ("lm" if case["kind"] == "lm" else "bitransformer"),
@@ -174,7 +175,7 @@ def gin_case_text(name, case):
 
 
 def build_model_from_gin(case, gin_text):
-    """The model mtf builds from the real gin files plus the case's bindings (as utils.build_model)."""
+    """The model mtf's gin builds from the gin files and the case's bindings (utils.build_model)."""
     gin.clear_config()
     files = [os.path.join(MTF_GIN_DIR, os.path.basename(f)) for f in case["gin"]["files"]]
     gin.parse_config_files_and_bindings(files, [gin_text], skip_unknown=True)
@@ -332,7 +333,8 @@ def call_model(model, mesh, case, arrays, mode):
         return logits, loss, {"inputs": inputs}
     in_len = [["length", d["inputs_length"]]]
     out_len = [["length", d["targets_length"]]]
-    t = {k: import_ids(mesh, v, batch + (in_len if k.startswith(("inputs", "encoder")) else out_len))
+    t = {k: import_ids(mesh, v, batch + (in_len if k.startswith(("inputs", "encoder"))
+                                         else out_len))
          for k, v in arrays.items()}
     logits, loss = model.call_simple(
         inputs=t["inputs"], targets=t["targets"], compute_loss=True, mode=mode,
