@@ -236,8 +236,8 @@ class GinConfig:
                                   % (source, stmt.selector, key, ", ".join(matches)))
             if configurable is not None and configurable.params is not None and \
                     stmt.arg_name not in configurable.params and not configurable.accepts_kwargs:
-                raise ConfigError("%s: %s has no parameter %r (it has: %s)"
-                                  % (source.with_key(key), configurable.short, stmt.arg_name,
+                raise ConfigError("%s: unknown parameter %r of %s (it has: %s)"
+                                  % (source.with_key(key), stmt.arg_name, configurable.short,
                                      ", ".join(configurable.params)))
             binding = Binding(stmt.scope, stmt.selector, stmt.arg_name, stmt.value,
                               source.with_key(key), configurable)
@@ -297,7 +297,7 @@ class GinConfig:
             binding = self.bindings_for(MACRO, scopes).get("value")
             if binding is None:
                 raise ConfigError("%s: macro %%%s is not defined" % (source, value.name))
-            binding.read_by.append(str(source.where))
+            binding.read_by.append("%%%s at %s" % (value.name, source.where))
             return self.evaluate(binding.value, scopes, binding.source, depth + 1)
         if isinstance(value, Reference):
             configurable, matches = self.catalog.resolve(value.selector)

@@ -72,13 +72,20 @@ def mesh_string(value, source: Source, what: str = "mesh_shape") -> str:
 
 
 def tpu_mesh_shape(tpu_topology, model_parallelism, ensemble_parallelism=None,
-                   logical_cores_per_chip: int = 2, source: Optional[Source] = None) -> str:
+                   logical_cores_per_chip: int = 2, source: Optional[Source] = None,
+                   sources: Optional[Dict[str, Source]] = None) -> str:
     """mtf's ``utils.tpu_mesh_shape``: ``"v3-8"`` is 8 cores, ``"4x4"`` (or ``"4x4_twisted"``)
     is 4*4 chips of ``logical_cores_per_chip`` cores; ``batch`` gets cores /
     model_parallelism (/ ensemble_parallelism), ``model`` gets model_parallelism; size-1
     dims are left out.  A list ``model_parallelism`` is a hierarchical-tiling spec
     ``[(name, [sizes] or None), ...]`` (the first None takes the rest)."""
-    where = "%s: " % source if source else ""
+    sources = sources or {}
+
+    def where_of(arg):
+        src = sources.get(arg, source)
+        return "%s: " % src if src else ""
+
+    where = where_of("tpu_topology")
     if not isinstance(tpu_topology, str):
         raise ConfigError("%stpu_topology = %r: expected a string such as 'v3-8' or '4x4'"
                           % (where, tpu_topology))
@@ -99,13 +106,14 @@ def tpu_mesh_shape(tpu_topology, model_parallelism, ensemble_parallelism=None,
             rest = functools.reduce(lambda a, b: a * b, sizes[1:], 1)
             sizes[0] = num_cores // rest
         if None in sizes or functools.reduce(lambda a, b: a * b, sizes, 1) != num_cores:
+            where = where_of("model_parallelism")
             raise ConfigError("%smodel_parallelism spec %r does not multiply to the %d cores of "
                               "%r" % (where, model_parallelism, num_cores, tpu_topology))
         return ";".join("%s:%d" % d for d in zip(names, sizes))
     if isinstance(model_parallelism, bool) or not isinstance(model_parallelism, int) or \
             model_parallelism < 1:
         raise ConfigError("%smodel_parallelism = %r: expected a positive integer or a tiling "
-                          "spec" % (where, model_parallelism))
+                          "spec" % (where_of("model_parallelism"), model_parallelism))
     data = num_cores // model_parallelism
     if ensemble_parallelism:
         data //= ensemble_parallelism
@@ -174,10 +182,9 @@ class _MtfBuilder:
                               "--mesh" % (source, e.arg)) from None
         for key, value in v.items():
             self.record("utils.tpu_mesh_shape.%s" % key, value)
-        arg = v["tpu_topology"]
-        return tpu_mesh_shape(arg.value, v["model_parallelism"].value,
-                              v["ensemble_parallelism"].value, self.cores_per_chip,
-                              arg.binding.source if arg.binding else source)
+        return tpu_mesh_shape(v["tpu_topology"].value, v["model_parallelism"].value,
+                              v["ensemble_parallelism"].value, self.cores_per_chip, source,
+                              {k: x.binding.source for k, x in v.items() if x.binding})
 
     # -- utils.run -------------------------------------------------------------------------
     def run(self) -> Dict[str, Value]:
@@ -535,6 +542,9 @@ def _ignored(gin: GinConfig) -> List[Ignored]:
             reason = "macro not used by the model"
         elif b.configurable is None:
             reason = "not a configurable namedmesh reads (optimizer, data, vocabulary, ...)"
+        elif b.configurable is TPU_MESH_SHAPE:
+            reason = "utils.tpu_mesh_shape() is not called: the final utils.run.mesh_shape " \
+                     "does not use it"
         elif b.configurable.kind == "run":
             reason = "a training or input-pipeline setting, not part of the model"
         else:
@@ -554,26 +564,38 @@ def read_gin(files: Union[str, Sequence[str]], params: Sequence[str] = (),
     them; ``search_paths`` are ``--gin_location_prefix`` es; ``tpu_topology`` binds
     ``utils.tpu_mesh_shape.tpu_topology``; ``mesh`` / ``layout`` replace the run's."""
     files = [files] if isinstance(files, str) else list(files)
-    gin = GinConfig(search_paths)
-    for f in files:
-        gin.parse_file(f)
-    for i, text in enumerate(params, 1):
-        gin.parse_param(text, "--gin_param[%d]" % i)
-    for option, key, value in (("--tpu-topology", "utils.tpu_mesh_shape.tpu_topology",
-                                tpu_topology),
-                               ("--mesh", "utils.run.mesh_shape", mesh),
-                               ("--layout", "utils.run.layout_rules", layout)):
-        if value is not None:
-            gin.parse_param("%s = %r" % (key, value), option)
+
+    def parse() -> GinConfig:
+        gin = GinConfig(search_paths)
+        for f in files:
+            gin.parse_file(f)
+        for i, text in enumerate(params, 1):
+            gin.parse_param(text, "--gin_param[%d]" % i)
+        for option, key, value in (("--tpu-topology", "utils.tpu_mesh_shape.tpu_topology",
+                                    tpu_topology),
+                                   ("--mesh", "utils.run.mesh_shape", mesh),
+                                   ("--layout", "utils.run.layout_rules", layout)):
+            if value is not None:
+                gin.parse_param("%s = %r" % (key, value), option)
+        return gin
+
     label = " ".join(files + ["--gin_param=%r" % p for p in params])
-    ported = PortedConfig(path=label, layers=[], source_format="gin")
-    builder = _MtfBuilder(gin, ported, logical_cores_per_chip)
-    run = builder.run()
-    ported.check_mesh_and_layout()
+
+    def start(gin):
+        ported = PortedConfig(path=label, layers=[], source_format="gin")
+        builder = _MtfBuilder(gin, ported, logical_cores_per_chip)
+        run = builder.run()
+        ported.check_mesh_and_layout()
+        return ported, builder, run
+
+    gin = parse()
+    ported, builder, run = start(gin)
     try:
         model = builder.model(run)
     except MissingValue as missing:
-        model = None
+        model = None   # read the fragment afresh: what the failed model read does not count
+        gin = parse()
+        ported, builder, run = start(gin)
         ported.reports.append(
             "not a whole mtf model: %s. mtf's main.py reads its defaults.gin before the command "
             "line's files; pass it first (--gin_file .../mesh_tensorflow/transformer/gin/"

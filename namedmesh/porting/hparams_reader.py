@@ -86,12 +86,16 @@ def load_hparams(source) -> Tuple[Dict[str, Any], str, str]:
 class _Reader:
     """The hparams as the model's code reads them: every read is recorded with its source."""
 
-    def __init__(self, values, path, text, ported: PortedConfig, model: str):
+    def __init__(self, values, path, text, ported: PortedConfig, model: str,
+                 overridden=()):
         self.values, self.path, self.text = values, path, text
         self.ported, self.model = ported, model
+        self.overridden = set(overridden)
         self.read: Dict[str, List[str]] = {}
 
     def source(self, key) -> Source:
+        if key in self.overridden:
+            return Source("--hparams", 0, key)
         return Source(self.path, _line_of(self.text, key), key)
 
     def get(self, key, default=_MISSING, who: str = "", kind=None):
@@ -327,14 +331,22 @@ def _infer_model(values: Dict[str, Any], path: str) -> Tuple[str, str]:
                       % (path, ", ".join(T2T_MODELS)))
 
 
-def _read_model(values, path, text, model: Optional[str]) -> PortedConfig:
+def _read_model(values, path, text, model: Optional[str], overrides=None) -> PortedConfig:
     ported = PortedConfig(path=path, layers=[], source_format="t2t hparams")
+    if overrides:
+        unknown = [k for k in overrides if k not in values]
+        if unknown:
+            raise ConfigError("--hparams: %s holds no hparam %s (tensor2tensor's HParams.parse "
+                              "rejects unknown names)" % (path, ", ".join(map(repr, unknown))))
+        values = dict(values, **overrides)
+        ported.path = "%s --hparams=%s" % (path, ",".join("%s=%r" % kv
+                                                          for kv in overrides.items()))
     if model is None:
         model, why = _infer_model(values, path)
         ported.reports.append("t2t model: %s, recognised from %s" % (model, why))
     elif model not in T2T_MODELS:
         raise ConfigError("t2t model %r: expected one of %s" % (model, ", ".join(T2T_MODELS)))
-    reader = _Reader(values, path, text, ported, model)
+    reader = _Reader(values, path, text, ported, model, overrides or ())
     g = lambda key, k=None: reader.get(key, kind=k)  # noqa: E731
     if model == "mtf_transformer":
         stacks = _mtf_transformer_stacks(reader)
@@ -487,12 +499,15 @@ def _read_moe_only(values, path, text) -> PortedConfig:
     return ported
 
 
-def read_hparams(source: Union[str, dict, Any], model: Optional[str] = None) -> PortedConfig:
+def read_hparams(source: Union[str, dict, Any], model: Optional[str] = None,
+                 overrides: Optional[Dict[str, Any]] = None) -> PortedConfig:
     """Port tensor2tensor hparams (an HParams object, its ``to_json()`` dump, a ``values()``
     dict, or a JSON file of either) as t2t's ``model`` reads them (recognised from the keys
-    when not given); a dict of ``moe_*`` hparams without layer lists is one MoE layer."""
+    when not given), with t2t-style ``overrides`` (``--hparams``) of held names; a dict of
+    ``moe_*`` hparams without layer lists is one MoE layer."""
     values, path, text = load_hparams(source)
-    if model is not None or any(k in values for k in ("layers", "encoder_layers",
-                                                      "decoder_layers", "transformer_type")):
-        return _read_model(values, path, text, model)
+    if model is not None or overrides or any(
+            k in values for k in ("layers", "encoder_layers", "decoder_layers",
+                                  "transformer_type")):
+        return _read_model(values, path, text, model, overrides)
     return _read_moe_only(values, path, text)
