@@ -48,6 +48,11 @@ def test_json_report_lists_model_reads_ignores_and_defaults():
     assert {i["reason"].split(" ")[0] for i in report["ignored"]} >= {"overridden", "import"}
     assert any(d["key"].endswith("MoE1D.group_size") and d["count"] == 3
                for d in report["defaults"])
+    values = {v["key"]: v for v in report["values"]}   # every value the model takes
+    assert values["transformer/block_002/layer_001 MoE1D.num_experts"]["source"].endswith(
+        "lm_moe.gin:18 (MoE1D.num_experts)")
+    assert values["transformer/block_002/layer_001 MoE1D.group_size"]["default"] == \
+        "mtf 0.1.21 default"
     assert report["explain"][0]["input_shape"] == "batch:32;length:512;d_model:1024"
     assert len(report["explain"][0]["scopes"]) == 3
 

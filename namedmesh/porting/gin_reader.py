@@ -34,9 +34,8 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from namedmesh.errors import ConfigError, NamedMeshError
-from namedmesh.porting.gin_config import (MACRO, Binding, GinConfig, MissingValue, RefValue,
-                                          Value)
-from namedmesh.porting.mtf_catalog import MTF, TRANSFORMER, UTILS, Configurable
+from namedmesh.porting.gin_config import MACRO, GinConfig, MissingValue, RefValue, Value
+from namedmesh.porting.mtf_catalog import MTF, TRANSFORMER, UTILS
 from namedmesh.porting.ported import (Ignored, PortedConfig, PortedLayer, ReadValue, Source)
 from namedmesh.transformer.spec import (LAYER_CONFIGS, LEGACY_SUBLAYERS, LayerSpec,
                                         LayerStackSpec, ModelSpec, SublayerSpec,

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from namedmesh.errors import ConfigError, NamedMeshError
 from namedmesh.porting import checkpoint as ckpt
-from namedmesh.porting.ported import PortedConfig, PortedLayer
+from namedmesh.porting.ported import PortedConfig
 
 CHECK_BUDGET_BYTES = 2 << 30
 
@@ -233,6 +233,9 @@ def port_report(config: PortedConfig, checkpoint: Optional[str] = None, check: b
                         for i in config.ignored],
             "defaults": [{"key": k, "value": v, "default": d, "count": n}
                          for k, v, d, n in defaults],
+            "values": [{"key": v.key, "value": v.value,
+                        "source": str(v.source) if v.source is not None else None,
+                        "default": v.default or None} for v in config.values],
             "reports": config.reports,
             "explain": [dict(ex.to_dict(), scopes=[m.scope for m in members])
                         for _, members, ex in explained],
