@@ -34,6 +34,7 @@ from namedmesh.mesh.layout_rules import LayoutRules, convert_to_layout_rules
 from namedmesh.mesh.mesh import LayoutWarning, Mesh
 
 from namedmesh import moe  # noqa: E402,F401  (namedmesh.moe.MoE1D / MoE2D)
+from namedmesh import transformer  # noqa: E402,F401  (the typed whole-model spec)
 from namedmesh import porting  # noqa: E402,F401  (legacy gin / hparams / checkpoints)
 
 range = mtf_range  # noqa: A001 - mtf's public name is mtf.range

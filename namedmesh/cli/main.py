@@ -67,19 +67,79 @@ def _cmd_explain(args) -> int:
     return 0
 
 
-def _cmd_port(args) -> int:
-    from namedmesh.porting import read_config
-    from namedmesh.porting.report import port_report
-    if not os.path.exists(args.config):
-        raise UsageError("config file %r not found" % args.config)
-    config = read_config(args.config)
-    if args.mesh is not None:
-        config.mesh_shape = args.mesh
-    if args.layout is not None:
-        config.layout = args.layout
+def _split_list(values):
+    """Repeated flags, each possibly comma-separated (absl's DEFINE_list)."""
+    return [p for v in values or [] for p in v.split(",") if p]
+
+
+def parse_t2t_overrides(text: str) -> dict:
+    """tensor2tensor's ``--hparams='a=1,b=[4,4],c=relu'``: commas inside brackets stay."""
+    out, depth, item = {}, 0, ""
+    for ch in (text or "") + ",":
+        if ch == "," and depth == 0:
+            if item.strip():
+                if "=" not in item:
+                    raise UsageError("--hparams expects name=value pairs, got %r" % item)
+                key, value = item.split("=", 1)
+                out[key.strip()] = parse_value(value.strip())
+            item = ""
+            continue
+        depth += ch in "[(" and 1 or (-1 if ch in "])" else 0)
+        item += ch
+    return out
+
+
+def port_config_from_args(args):
+    """The PortedConfig of a ``port`` command line (gin files in order, or one JSON file)."""
+    from namedmesh.porting import read_config, read_gin, read_hparams
+    from namedmesh.porting.json_reader import read_gpt_neo
+    files = list(args.config or []) + list(args.gin_file or [])
+    search = _split_list(args.gin_location_prefix)
+    if not files:
+        raise UsageError("give a config: CONFIG.gin (and more with --gin_file) or one .json")
+    for f in files:
+        if os.path.splitext(f)[1].lower() not in (".gin", ".json"):
+            raise UsageError("config %r: expected .gin files or one .json file" % f)
+    gins = [f for f in files if not f.endswith(".json")]
+    jsons = [f for f in files if f.endswith(".json")]
+    if jsons and (gins or len(jsons) > 1):
+        raise UsageError("port reads gin files (in order) or one JSON config, got %s" % files)
+    for f in files:
+        if not os.path.isabs(f) and not any(os.path.exists(os.path.join(p, f))
+                                            for p in [""] + search):
+            raise UsageError("config file %r not found (searched . and %s)"
+                             % (f, search or "no --gin_location_prefix"))
+    if gins:
+        if args.t2t_model or args.hparams or args.gpt_neo_code:
+            raise UsageError("--t2t-model, --hparams and --gpt-neo-code are for JSON configs")
+        return read_gin(gins, args.gin_param or [], search, args.tpu_topology,
+                        args.logical_cores_per_chip, args.mesh, args.layout)
+    if args.gin_param or args.tpu_topology:
+        raise UsageError("--gin_param and --tpu-topology are for gin configs")
+    path = jsons[0]
+    if args.gpt_neo_code:
+        config = read_gpt_neo(path, code=args.gpt_neo_code)
+    elif args.t2t_model or args.hparams:
+        config = read_hparams(path, model=args.t2t_model,
+                              overrides=parse_t2t_overrides(args.hparams))
+    else:
+        config = read_config(path)
     if args.mesh is not None or args.layout is not None:
-        config.reports = []
+        if args.mesh is not None:
+            config.mesh_shape = args.mesh
+        if args.layout is not None:
+            config.layout = args.layout
+        if config.model is not None:
+            config.model.mesh_shape = config.mesh_shape or ""
+            config.model.layout = config.layout or ""
+        config.reports = [r for r in config.reports if not r.startswith("layout rule")]
         config.check_mesh_and_layout()
+    return config
+
+
+def _cmd_port(args) -> int:
+    from namedmesh.porting.report import port_report
+    config = port_config_from_args(args)
     sys.stdout.write(port_report(config, args.checkpoint, args.check, args.input_shape,
                                  args.format))
     return 0
@@ -116,14 +176,36 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     ex.set_defaults(func=_cmd_explain)
 
-    po = sub.add_parser("port", help="port a legacy mtf MoE config (gin or hparams JSON)")
-    po.add_argument("config", help="CONFIG.gin or HPARAMS.json")
-    po.add_argument("--checkpoint", metavar="PREFIX", help="a TF1 mtf checkpoint to load")
-    po.add_argument("--check", action="store_true", help="run the ported layers once")
-    po.add_argument("--input-shape", help="input for explain / --check (default: a small "
-                                          "shape the mesh can lay out)")
-    po.add_argument("--mesh", help="override the config's mesh shape")
-    po.add_argument("--layout", help="override the config's layout rules")
+    po = sub.add_parser("port", help="port a legacy config (mtf/T5 gin command line, "
+                                     "tensor2tensor hparams, GPT-Neo or mtf BERT JSON)")
+    po.add_argument("config", nargs="*", help="CONFIG.gin ... (read in order, like --gin_file; "
+                                              "put mtf's defaults.gin first to port what "
+                                              "mtf's main.py runs) or one CONFIG.json")
+    po.add_argument("--gin_file", "--gin-file", action="append", metavar="FILE",
+                    help="a gin file, read after the positional ones (repeatable)")
+    po.add_argument("--gin_param", "--gin-param", action="append", metavar="BINDING",
+                    help="a gin binding, read after all files (repeatable)")
+    po.add_argument("--gin_location_prefix", "--gin-location-prefix", action="append",
+                    metavar="DIR", help="a gin search path for files and includes "
+                                        "(repeatable, comma-separated)")
+    po.add_argument("--tpu-topology", help="utils.tpu_mesh_shape.tpu_topology, e.g. v3-8 or 4x4 "
+                                           "(when the mesh is @utils.tpu_mesh_shape())")
+    po.add_argument("--logical-cores-per-chip", type=int, default=2,
+                    help="mtf's flag for tpu_mesh_shape (default 2)")
+    po.add_argument("--t2t-model", choices=["mtf_transformer", "mtf_unitransformer",
+                                            "mtf_bitransformer"],
+                    help="the tensor2tensor model that reads the hparams (default: "
+                         "recognised from the keys)")
+    po.add_argument("--hparams", metavar="NAME=VALUE,...",
+                    help="tensor2tensor-style overrides of the JSON hparams")
+    po.add_argument("--gpt-neo-code", choices=["33f69b9", "before-33f69b9"],
+                    help="GPT-Neo code generation that reads the config (default 33f69b9)")
+    po.add_argument("--checkpoint", metavar="PREFIX", help="a TF1 checkpoint to pair and load")
+    po.add_argument("--check", action="store_true", help="run each distinct MoE layer once")
+    po.add_argument("--input-shape", help="input for explain / --check (default: the config's "
+                                          "own batch, length and d_model)")
+    po.add_argument("--mesh", help="replace the config's mesh shape")
+    po.add_argument("--layout", help="replace the config's layout rules")
     po.add_argument("--format", choices=["text", "json"], default="text")
     po.set_defaults(func=_cmd_port)
 
