@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 
 import namedmesh as nm
-from workers.scenarios import (line_input, line_program, probe, probe_input, probe_layout)
+from workers.scenarios import (LINE_LAYOUT, line_input, line_program, probe, probe_input,
+                               probe_layout)
 
 LAUNCHER = pathlib.Path(__file__).resolve().parent / "workers" / "launcher.py"
 
@@ -56,21 +57,25 @@ def _single_process_probe(mesh_shape):
     n = nm.convert_to_shape(mesh_shape).size  # one device: 12 processors > 8 logical CPUs
     mesh = nm.Mesh(mesh_shape, probe_layout(mesh_shape), devices=[""] * n)
     want = [v.numpy() for v in probe(mesh, tf.constant(probe_input(mesh_shape)))]
-    line = nm.Mesh("x:%d" % n, "r:x", devices=[""] * n)
+    line = nm.Mesh("x:%d" % n, LINE_LAYOUT, devices=[""] * n)
     want += [v.numpy() for v in line_program(line, tf.constant(line_input(n)))]
-    return dict(zip(["moved", "sum_e", "max_e", "sum_f", "doubled", "line_sum"], want))
+    return dict(zip(["moved", "sum_e", "max_e", "sum_f", "doubled", "line_sum", "line_moved"],
+                    want))
 
 
 def _assert_probe_bitwise(results, mesh_shape):
     want = _single_process_probe(mesh_shape)
     for i, got in enumerate(results):
+        assert bool(got["check_ok"]), str(got["check"])  # check_collectives on every worker
         for name, value in want.items():
             np.testing.assert_array_equal(got[name], value, err_msg="worker %d: %s" % (i, name))
 
 
 def test_twelve_workers_rank_order(tmp_path):
     """12 workers, one CPU each, mesh a:3;b:4: TensorFlow ranks task:10 and task:11
-    before task:2; every worker gets the single-process results bitwise."""
+    before task:2; every worker gets the single-process results bitwise.  The second
+    mesh x:12 also moves a split across all 12 (an all-to-all too large for
+    CollectiveAllToAllV2, done by one all-gather)."""
     results, _ = launch(tmp_path, "rank_probe", workers=12, mesh="a:3;b:4")
     _assert_probe_bitwise(results, "a:3;b:4")
     text = str(results[0]["processor_map"])

@@ -13,7 +13,8 @@ from namedmesh.lowering import collective_keys as keys
 from namedmesh.lowering.replica import ordering_tokens
 from namedmesh.mesh.processor_map import (_worker_tasks, collective_rank_order, parse_device,
                                           processor_map_for_devices)
-from workers.scenarios import line_input, line_program, probe, probe_input, probe_layout
+from workers.scenarios import (LINE_LAYOUT, line_input, line_program, probe, probe_input,
+                               probe_layout)
 
 W = "/job:worker/replica:0/task:%d/device:CPU:%d"
 
@@ -148,29 +149,30 @@ def test_two_meshes_on_two_strategies_in_one_process():
 def test_two_meshes_on_one_strategy_in_one_program():
     s = strategy(4)
     grid = nm.Mesh("a:2;b:2", probe_layout("a:2;b:2"), strategy=s)
-    line = nm.Mesh("x:4", "r:x", strategy=s)
+    line = nm.Mesh("x:4", LINE_LAYOUT, strategy=s)
     x, y = tf.constant(probe_input("a:2;b:2")), tf.constant(line_input(4))
 
     def both(x, y):
         return probe(grid, x) + line_program(line, y)
 
     got = [v.numpy() for v in grid.run(both, x, y)]
-    want = _placement_probe("a:2;b:2") + [v.numpy() for v in line_program(nm.Mesh("x:4", "r:x"), y)]
+    want = _placement_probe("a:2;b:2") + [v.numpy() for v in line_program(nm.Mesh("x:4", LINE_LAYOUT), y)]
     _assert_bitwise(got, want)
 
 
 def test_one_program_traced_for_two_shapes():
     """A retrace with other shapes gets other instance keys (a reused key with another
     shape would make TensorFlow abort every collective of the process)."""
-    mesh = nm.Mesh("x:4", "r:x", strategy=strategy(4))
+    mesh = nm.Mesh("x:4", LINE_LAYOUT, strategy=strategy(4))
 
     def program(x):
         return line_program(mesh, x)
 
     for n in (4, 8, 4):
-        x = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
-        _, total = mesh.run(program, tf.constant(x))
-        np.testing.assert_array_equal(total.numpy(), x.sum(0))
+        x = np.arange(n * n, dtype=np.float32).reshape(n, n)
+        _, total, moved = mesh.run(program, tf.constant(x))
+        np.testing.assert_array_equal(total.numpy(), x.sum(1))
+        np.testing.assert_array_equal(moved.numpy(), x)
 
 
 # -- keys ------------------------------------------------------------------------------------

@@ -73,12 +73,10 @@ def build_mesh(args):
     if args.strategy == "multi-worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return nm.Mesh(args.mesh, "", strategy=strategy, logical_to_physical=l2p, **kwargs)
-    if not devices:
-        gpus = tf.config.list_logical_devices("GPU")
-        if len(gpus) >= size:
-            devices = [d.name for d in gpus[:size]]
-        else:
-            devices = ["/cpu:%d" % i for i in range(size)]
+    if not devices:  # physical devices: listing them does not start TensorFlow's runtime
+        gpus = tf.config.list_physical_devices("GPU")
+        prefix = "/gpu:%d" if len(gpus) >= size else "/cpu:%d"
+        devices = [prefix % i for i in range(size)]
     cpus = [parse_device(d).index for d in devices if parse_device(d).device_type == "CPU"]
     if cpus and nm.configure_cpu_devices(max(max(cpus) + 1, 8)) <= max(cpus):
         raise UsageError("device /cpu:%d does not exist: TensorFlow has %d logical CPU "

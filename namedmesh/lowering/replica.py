@@ -194,6 +194,15 @@ def _scale_gradient(v, scale):
     return _scale_gradient_impl(v, tf.constant(scale, tf.float32))
 
 
+ALL_TO_ALL_MAX_GROUP = 11
+"""Largest group ``CollectiveAllToAllV2`` exchanges correctly (TF 2.21, generic
+implementation, as on CPU): it names the buffer of each (sender, receiver) pair by
+writing the two ranks one after the other, so with 12 or more members pairs
+(1, 10) and (11, 0) share a name, and pieces are lost or swapped (measured:
+"BufRendezvous::ProvideBuf already called", or wrong values).  Larger groups
+move their pieces with one all-gather instead."""
+
+
 # -- ordering tokens ---------------------------------------------------------------------------
 _tokens = {}
 _tokens_lock = threading.Lock()
@@ -276,11 +285,23 @@ class CollectiveReplicaImpl(ReplicaImpl):
         n = self.mesh.shape.dims[mesh_axis].size
         pieces = tf.split(v, n, axis=split_axis)          # piece j goes to member j
         stacked = tf.stack(pieces, axis=0)
+        if n > ALL_TO_ALL_MAX_GROUP:
+            return self._alltoall_by_gather(stacked, mesh_axis, concat_axis, n)
         args, order = self._group_args("all_to_all", [mesh_axis], stacked)
         if list(order) != list(range(n)):
             stacked = tf.stack([pieces[j] for j in order], axis=0)  # slot k: rank k's piece
         out = tf.raw_ops.CollectiveAllToAllV2(input=stacked, **args)
         received = tf.unstack(out, num=n, axis=0)          # slot k: from rank k
+        return tf.concat(_to_member_order(received, order), axis=concat_axis)
+
+    def _alltoall_by_gather(self, stacked, mesh_axis, concat_axis, n):
+        """An all-to-all of a group larger than ``ALL_TO_ALL_MAX_GROUP``: every member
+        gathers every member's ``n`` pieces and keeps its own (``n`` times the data)."""
+        args, order = self._group_args("all_to_all_by_gather", [mesh_axis], stacked)
+        gathered = tf.raw_ops.CollectiveGatherV2(input=stacked, **args)   # [n * n, ...] by rank
+        blocks = tf.reshape(gathered, tf.concat([[n, n], tf.shape(stacked)[1:]], 0))
+        me = self._my_group([mesh_axis]).index(self.processor_id())
+        received = tf.unstack(blocks[:, me], num=n, axis=0)               # slot k: from rank k
         return tf.concat(_to_member_order(received, order), axis=concat_axis)
 
     def _raw_allconcat(self, v, mesh_axis, concat_axis, n):

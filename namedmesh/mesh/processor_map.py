@@ -286,10 +286,21 @@ def _worker_tasks(resolver) -> List[Tuple[str, int]]:
     return tasks
 
 
+def _check_local_devices_exist(local: List[DeviceName], strategy) -> None:
+    """Every device the strategy runs a replica on here must be one TensorFlow has."""
+    have = {parse_device(d.name) for d in tf.config.list_logical_devices()}
+    for r, d in enumerate(local):
+        if d not in have:
+            raise MeshError("%s runs a replica on %s, a device TensorFlow does not have here "
+                            "(its devices: %s)" % (type(strategy).__name__, d,
+                                                   sorted(str(h) for h in have)))
+
+
 def strategy_devices(strategy) -> Tuple[List[DeviceName], Tuple[int, ...]]:
     """(device of every replica id, the replica ids this process runs) for a
     Mirrored, MultiWorkerMirrored or OneDevice strategy."""
     local = [parse_device(d) for d in strategy.extended.worker_devices]
+    _check_local_devices_exist(local, strategy)
     kind = strategy_kind(strategy)
     n = strategy.num_replicas_in_sync
     if kind != "multi_worker" or n == len(local):

@@ -298,7 +298,9 @@ def processor_map_for_tpu_strategy(mesh_shape, strategy, logical_to_physical=Non
     da = getattr(strategy.extended, "_device_assignment", None)
     name = type(strategy).__name__
     if da is not None:
-        return processor_map_for_device_assignment(mesh_shape, da, logical_to_physical, name)
+        job = parse_device(strategy.extended.worker_devices[0]).job
+        return processor_map_for_device_assignment(mesh_shape, da, logical_to_physical, name,
+                                                   job=job)
     if logical_to_physical is not None:
         raise MeshError(
             "logical_to_physical needs the TPUStrategy to be built with a device assignment: "

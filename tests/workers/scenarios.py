@@ -40,14 +40,21 @@ def probe(mesh, x):
             nm.export_to_tf_tensor(nm.reduce_sum(t, reduced_dim="f")))
 
 
+LINE_LAYOUT = "r:x;s:x"
+
+
 def line_program(mesh, x):
-    """A second program on a 1-D mesh ``x:N``: a sum over the split dim and an export."""
-    t = nm.import_tf_tensor(mesh, x, "r:%d;c:3" % x.shape[0])
-    return nm.export_to_tf_tensor(t * 2.0), nm.export_to_tf_tensor(nm.reduce_sum(t, reduced_dim="r"))
+    """A second program, on a 1-D mesh ``x:N`` with ``LINE_LAYOUT``: an export, a sum over
+    the split dim and a reshape that moves the split (an all-to-all of the whole mesh)."""
+    n = x.shape[0]
+    t = nm.import_tf_tensor(mesh, x, "q:%d;r:%d" % (n, n))
+    moved = nm.reshape(t, "s:%d;ru:%d" % (n, n))
+    return (nm.export_to_tf_tensor(t * 2.0), nm.export_to_tf_tensor(nm.reduce_sum(t, reduced_dim="r")),
+            nm.export_to_tf_tensor(moved))
 
 
 def line_input(n) -> np.ndarray:
-    return np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+    return np.arange(n * n, dtype=np.float32).reshape(n, n)
 
 
 def _trace_only(strategy, mesh, fn, *args):
@@ -69,7 +76,7 @@ def _meshes(strategy, task_id, mesh_shape, timeout):
                        collective_timeout=timeout)
 
     def line_mesh():
-        return nm.Mesh("x:%d" % n, "r:x", strategy=strategy, collective_timeout=timeout)
+        return nm.Mesh("x:%d" % n, LINE_LAYOUT, strategy=strategy, collective_timeout=timeout)
 
     if task_id % 2:
         line = line_mesh()
@@ -84,10 +91,13 @@ def rank_probe(strategy, task_id, args):
     if task_id % 2:  # odd workers trace one more program first (a different key base once)
         _trace_only(strategy, line, line_program, line_input(line.size))
     moved, sum_e, max_e, sum_f = mesh.run(lambda x: probe(mesh, x), tf.constant(x))
-    doubled, line_sum = line.run(lambda x: line_program(line, x),
-                                 tf.constant(line_input(line.size)))
+    doubled, line_sum, line_moved = line.run(lambda x: line_program(line, x),
+                                             tf.constant(line_input(line.size)))
+    report = nm.check_collectives(mesh)  # what `namedmesh check --strategy multi-worker` runs
     return dict(moved=moved.numpy(), sum_e=sum_e.numpy(), max_e=max_e.numpy(),
+                check_ok=np.array(report.ok), check=np.array(report.render()),
                 sum_f=sum_f.numpy(), doubled=doubled.numpy(), line_sum=line_sum.numpy(),
+                line_moved=line_moved.numpy(),
                 processor_map=np.array(mesh.describe_processors()),
                 local_devices=np.array([str(d) for d in strategy.extended.worker_devices]))
 
@@ -100,7 +110,7 @@ def moe2d(strategy, task_id, args):
     mesh = nm.Mesh(case.call["mesh_shape"], case.call["layout"], strategy=strategy,
                    collective_timeout=args.timeout)
     if task_id % 2:
-        line = nm.Mesh("x:%d" % n, "r:x", strategy=strategy)
+        line = nm.Mesh("x:%d" % n, LINE_LAYOUT, strategy=strategy)
         _trace_only(strategy, line, line_program, line_input(n))
     layer = case.make_layer()
     layer.build(case.shape, mesh)
