@@ -89,8 +89,10 @@ class ReplicaImpl(MeshImpl):
         return tf.gather(tf.constant(table, tf.int32), rid)
 
     def should_record(self) -> bool:
-        p = self.processor_id()
-        return not isinstance(p, int) or p == 0
+        """The first replica this process runs records the trace (one per worker)."""
+        rid = self.replica_id()
+        local = self.processor_map.local_replicas
+        return not isinstance(rid, int) or rid == (local[0] if local else 0)
 
     def slicewise(self, fn, *args) -> LaidOut:
         return (fn(*[a[0] if isinstance(a, tuple) else a for a in args]),)

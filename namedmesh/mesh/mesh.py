@@ -48,7 +48,8 @@ class Mesh:
       strategy: a ``tf.distribute`` strategy (MirroredStrategy,
         MultiWorkerMirroredStrategy or TPUStrategy) instead of devices: the
         program runs per replica inside ``strategy.run``; replica ``i`` is
-        processor ``i``.  Use ``mesh.run(fn, ...)``.
+        processor ``i`` unless ``logical_to_physical`` says otherwise.  Use
+        ``mesh.run(fn, ...)``.
       name: a label used in messages.
       logical_to_physical: where processor ``p`` runs: None (replica / device
         ``p``), a permutation (replica / device ``logical_to_physical[p]``; on
@@ -160,6 +161,7 @@ class Mesh:
             failure = collective_failure(e, self.collective_timeout)
             if failure is None:
                 raise
+            failure.tensorflow_error = e  # TensorFlow's own error, for debugging
             raise failure from None
 
     # -- where processors run -------------------------------------------------------
