@@ -24,9 +24,24 @@ from workers.scenarios import (LINE_LAYOUT, line_input, line_program, probe, pro
 LAUNCHER = pathlib.Path(__file__).resolve().parent / "workers" / "launcher.py"
 
 
+PORT_TAKEN = ("Address already in use", "Failed to add port", "Could not start gRPC server")
+
+
 def launch(tmp_path, scenario, workers, cpus=1, timeout=60.0, mesh="", deadline=90.0):
-    """Run a scenario in ``workers`` processes; the list of their result dicts."""
-    out = tmp_path / scenario
+    """Run a scenario in ``workers`` processes: (their result dicts, the launcher's summary).
+    Starts once more if another process took one of the free ports in between."""
+    try:
+        return _launch(tmp_path / scenario, scenario, workers, cpus, timeout, mesh, deadline)
+    except _PortTaken:
+        return _launch(tmp_path / (scenario + "_again"), scenario, workers, cpus, timeout, mesh,
+                       deadline)
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _launch(out, scenario, workers, cpus, timeout, mesh, deadline):
     command = [sys.executable, str(LAUNCHER), "--workers", str(workers), "--cpus", str(cpus),
                "--scenario", scenario, "--out", str(out), "--timeout", str(timeout),
                "--deadline", str(deadline)] + (["--mesh", mesh] if mesh else [])
@@ -46,6 +61,9 @@ def launch(tmp_path, scenario, workers, cpus=1, timeout=60.0, mesh="", deadline=
         error = out / ("worker%d.error" % i)
         log = out / ("worker%d.log" % i)
         if code != 0 or error.exists():
+            text = error.read_text() if error.exists() else ""
+            if any(p in text for p in PORT_TAKEN):
+                raise _PortTaken(text)
             pytest.fail("worker %d exited with %s:\n%s\n%s" % (
                 i, code, error.read_text() if error.exists() else "",
                 log.read_text()[-3000:] if log.exists() else ""))

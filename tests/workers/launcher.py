@@ -44,7 +44,7 @@ def free_ports(n):
     socks = []
     for _ in range(n):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))  # TensorFlow's server listens on every interface
         socks.append(s)
     ports = [s.getsockname()[1] for s in socks]
     for s in socks:
@@ -91,6 +91,7 @@ def fork_worker(task_id, args, cluster):
     if pid:
         return pid
     code = 1
+    signal.alarm(int(args.deadline) + 30)  # never outlive the launcher's deadline by much
     try:
         log = os.open(os.path.join(args.out, "worker%d.log" % task_id),
                       os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
