@@ -100,7 +100,8 @@ def test_twelve_workers_rank_order(tmp_path):
     assert "along a: [2, 6, 10] ranks [10, 2, 6]; [3, 7, 11] ranks [11, 3, 7]" in text
     assert "along b: [8, 9, 10, 11] ranks [10, 11, 8, 9]" in text
     for i, r in enumerate(results):  # processor i is worker i: numeric order
-        assert [str(d) for d in r["local_devices"]] == ["/job:worker/replica:0/task:%d/device:CPU:0" % i]
+        assert [str(d) for d in r["local_devices"]] == [
+            "/job:worker/replica:0/task:%d/device:CPU:0" % i]
 
 
 def test_four_workers_two_meshes_built_in_different_orders(tmp_path):

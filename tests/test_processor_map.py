@@ -47,8 +47,7 @@ def test_rank_order_puts_tasks_in_string_order():
 
 
 def test_rank_order_sorts_devices_of_a_task_numerically_and_chief_first():
-    devices = ["/job:worker/replica:0/task:0/device:CPU:10", "/job:worker/replica:0/task:0/device:CPU:2",
-               "/job:chief/replica:0/task:0/device:CPU:0"]
+    devices = [W % (0, 10), W % (0, 2), "/job:chief/replica:0/task:0/device:CPU:0"]
     assert collective_rank_order(devices) == [2, 1, 0]
     assert collective_rank_order(["/cpu:3", "/cpu:2", "/cpu:1", "/cpu:0"]) == [3, 2, 1, 0]
 
@@ -88,7 +87,8 @@ def test_parse_device_errors_name_the_device():
 
 
 def test_worker_tasks_in_numeric_order_chief_first():
-    spec = tf.train.ClusterSpec({"chief": ["h:1"], "worker": {i: "h:%d" % (10 + i) for i in range(11)}})
+    workers = {i: "h:%d" % (10 + i) for i in range(11)}  # task indices, sorted as numbers
+    spec = tf.train.ClusterSpec({"chief": ["h:1"], "worker": workers})
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(spec, "worker", 3)
     assert _worker_tasks(resolver) == [("chief", 0)] + [("worker", i) for i in range(11)]
 
@@ -156,7 +156,8 @@ def test_two_meshes_on_one_strategy_in_one_program():
         return probe(grid, x) + line_program(line, y)
 
     got = [v.numpy() for v in grid.run(both, x, y)]
-    want = _placement_probe("a:2;b:2") + [v.numpy() for v in line_program(nm.Mesh("x:4", LINE_LAYOUT), y)]
+    single_line = nm.Mesh("x:4", LINE_LAYOUT)
+    want = _placement_probe("a:2;b:2") + [v.numpy() for v in line_program(single_line, y)]
     _assert_bitwise(got, want)
 
 
@@ -178,13 +179,14 @@ def test_one_program_traced_for_two_shapes():
 # -- keys ------------------------------------------------------------------------------------
 def test_keys_are_stable_values_of_what_the_collective_is():
     devices = [W % (0, 0), W % (1, 0)]
-    k = keys.collective_keys(devices, ["b1"], "step", 3, ("all_to_all", "float32", "[2, 4]", ""))
+    signature = ("all_to_all", "float32", "[2, 4]", "")
+    k = keys.collective_keys(devices, ["b1"], "step", 3, signature)
     # pinned: any process, any build order, any PYTHONHASHSEED derives these numbers
     assert (k.group_key, k.instance_key) == (275441674, 860805001)
     assert k.op_name == "namedmesh_g275441674_i860805001"
-    other = keys.collective_keys(devices, ["b0"], "step", 3, ("all_to_all", "float32", "[2, 4]", ""))
+    other = keys.collective_keys(devices, ["b0"], "step", 3, signature)
     assert other.group_key != k.group_key
-    later = keys.collective_keys(devices, ["b1"], "step", 4, ("all_to_all", "float32", "[2, 4]", ""))
+    later = keys.collective_keys(devices, ["b1"], "step", 4, signature)
     assert later.group_key == k.group_key and later.instance_key != k.instance_key
     assert keys.GROUP_KEY_MIN <= k.group_key < keys.KEY_LIMIT
 

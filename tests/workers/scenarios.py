@@ -49,7 +49,8 @@ def line_program(mesh, x):
     n = x.shape[0]
     t = nm.import_tf_tensor(mesh, x, "q:%d;r:%d" % (n, n))
     moved = nm.reshape(t, "s:%d;ru:%d" % (n, n))
-    return (nm.export_to_tf_tensor(t * 2.0), nm.export_to_tf_tensor(nm.reduce_sum(t, reduced_dim="r")),
+    total = nm.reduce_sum(t, reduced_dim="r")
+    return (nm.export_to_tf_tensor(t * 2.0), nm.export_to_tf_tensor(total),
             nm.export_to_tf_tensor(moved))
 
 

@@ -78,7 +78,8 @@ def main():
         json.dump({"mtf_version": "0.1.21",
                    "function": "mesh_tensorflow.simd_mesh_impl.auto_logical_to_physical_tpu",
                    "made_by": "tools/oracle/mtf_logical_to_physical.py",
-                   "cases": cases, "not_handled": not_handled}, f, indent=None, separators=(",", ":"))
+                   "cases": cases, "not_handled": not_handled},
+                  f, indent=None, separators=(",", ":"))
         f.write("\n")
     print("%d cases -> %s" % (len(cases), args.out))
 
