@@ -25,13 +25,17 @@ from namedmesh.core.nn import (argmax, cumsum, dropout, log_softmax, one_hot, re
                                softmax, top_1)
 from namedmesh.core.reshape import rename_dimension, replace_dimensions, reshape
 from namedmesh.core.tensor import Tensor, export_to_tf_tensor, import_tf_tensor
-from namedmesh.errors import ConfigError, LayoutError, MeshError, NamedMeshError, ShapeError
+from namedmesh.errors import (CollectiveError, ConfigError, LayoutError, MeshError,
+                              NamedMeshError, ShapeError)
 from namedmesh.layers import VariableStore, dense
+from namedmesh.lowering.device_check import check_collectives
 from namedmesh.lowering.devices import configure_cpu_devices
 from namedmesh.lowering.trace import CollectiveRecord, CollectiveTrace, trace_collectives
 from namedmesh.mesh.layout import TensorLayout
 from namedmesh.mesh.layout_rules import LayoutRules, convert_to_layout_rules
 from namedmesh.mesh.mesh import LayoutWarning, Mesh
+from namedmesh.mesh.processor_map import ProcessorMap, collective_rank_order
+from namedmesh.mesh.tpu_topology import auto_logical_to_physical, tpu_device_assignment
 
 from namedmesh import moe  # noqa: E402,F401  (namedmesh.moe.MoE1D / MoE2D)
 from namedmesh import transformer  # noqa: E402,F401  (the typed whole-model spec)

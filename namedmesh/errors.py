@@ -24,3 +24,8 @@ class MeshError(NamedMeshError):
 
 class ConfigError(NamedMeshError):
     """A layer configuration (kwargs, hparams, gin file) is invalid."""
+
+
+class CollectiveError(MeshError):
+    """A collective failed or cannot be set up: a timeout (members that never
+    joined), a key collision, or a group TensorFlow would rank differently."""

@@ -156,6 +156,11 @@ def _cmd_demo(args) -> int:
     return run_demo(args)
 
 
+def _cmd_check(args) -> int:
+    from namedmesh.cli.check import run_check
+    return run_check(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="namedmesh", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -217,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     from namedmesh.cli.demo import add_arguments
     add_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
+
+    check = sub.add_parser("check", help="print the processor map and check each mesh dim's "
+                                         "all-to-all and all-reduce against one device")
+    from namedmesh.cli.check import add_arguments as add_check_arguments
+    add_check_arguments(check)
+    check.set_defaults(func=_cmd_check)
     return parser
 
 

@@ -6,8 +6,9 @@
     trace.count("all_to_all")
 
 Records are made when the op is lowered: every call eagerly, once per trace
-inside ``tf.function``; under the tf.distribute executor, for replica 0 only
-(the program is the same on every replica).  The tf.distribute executor also
+inside ``tf.function``; under the tf.distribute executor, for the first replica
+of each process only (replica 0 in one process; the program is the same on
+every replica).  The tf.distribute executor also
 records the collectives of the backward pass (its custom adjoints) with
 ``phase="backward"``; the placement executor's backward pass is TensorFlow's
 own autodiff of the forward ops and is not recorded.

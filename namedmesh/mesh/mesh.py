@@ -6,6 +6,7 @@ on every other coordinate; members are listed in increasing processor number.
 """
 
 import itertools
+import numbers
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
@@ -15,6 +16,11 @@ from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.errors import LayoutError, MeshError, ShapeError
 from namedmesh.mesh.layout import TensorLayout, compute_tensor_layout
 from namedmesh.mesh.layout_rules import convert_to_layout_rules
+from namedmesh.mesh.processor_map import ProcessorMap, check_permutation, processor_map_for_devices
+
+DEFAULT_COLLECTIVE_TIMEOUT = 600.0
+"""Seconds a tf.distribute collective waits for the other members of its group
+before it fails with a ``CollectiveError`` (``Mesh(collective_timeout=...)``)."""
 
 
 def parse_mesh_shape(mesh_shape) -> Shape:
@@ -42,15 +48,25 @@ class Mesh:
       strategy: a ``tf.distribute`` strategy (MirroredStrategy,
         MultiWorkerMirroredStrategy or TPUStrategy) instead of devices: the
         program runs per replica inside ``strategy.run``; replica ``i`` is
-        processor ``i``.  Use ``mesh.run(fn, ...)``.
+        processor ``i`` unless ``logical_to_physical`` says otherwise.  Use
+        ``mesh.run(fn, ...)``.
       name: a label used in messages.
+      logical_to_physical: where processor ``p`` runs: None (replica / device
+        ``p``), a permutation (replica / device ``logical_to_physical[p]``; on
+        TPU the core ``logical_to_physical[p]`` in mtf's physical order), or
+        ``"auto"`` on TPU (mtf's ``auto_logical_to_physical_tpu``).  See
+        ``mesh.processor_map`` and docs/distributed.md.
+      collective_timeout: seconds a tf.distribute collective waits for the rest
+        of its group before failing with a ``CollectiveError`` (default
+        ``DEFAULT_COLLECTIVE_TIMEOUT``, 600).
 
     A layout rule naming a mesh dim that the mesh lacks has no effect; it is
     reported with a ``LayoutWarning`` and listed in ``mesh.ignored_rules``.
     """
 
     def __init__(self, mesh_shape="", layout="", devices: Optional[Sequence[str]] = None,
-                 strategy=None, name: str = "mesh"):
+                 strategy=None, name: str = "mesh", logical_to_physical=None,
+                 collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT):
         self.shape: Shape = parse_mesh_shape(mesh_shape)
         self.layout_rules = convert_to_layout_rules(layout)
         self.name = name
@@ -67,6 +83,12 @@ class Mesh:
         if devices is not None and strategy is not None:
             raise MeshError("give a mesh either devices (placement executor) or a strategy "
                             "(tf.distribute executor), not both")
+        if isinstance(collective_timeout, bool) or \
+                not isinstance(collective_timeout, numbers.Real) or not collective_timeout > 0:
+            raise MeshError("collective_timeout must be a positive number of seconds, got %r"
+                            % (collective_timeout,))
+        self.collective_timeout = float(collective_timeout)
+        self.logical_to_physical = logical_to_physical
         self.strategy = strategy
         self._functions = {}
         if strategy is not None:
@@ -80,6 +102,13 @@ class Mesh:
             if len(devices) != self.size:
                 raise MeshError("mesh %s has %d processors but %d devices were given: %s"
                                 % (self.shape.to_string(), self.size, len(devices), devices))
+            if logical_to_physical is not None:
+                if isinstance(logical_to_physical, str):
+                    raise MeshError("logical_to_physical=%r needs a TPU topology; with devices "
+                                    "give a permutation of device positions or None"
+                                    % (logical_to_physical,))
+                order = check_permutation(logical_to_physical, self.size, "device position")
+                devices = [devices[i] for i in order]
             from namedmesh.lowering.placement import PlacementImpl
             self.impl = PlacementImpl(self, devices)
 
@@ -123,8 +152,32 @@ class Mesh:
                 return tf.nest.map_structure(
                     lambda v: strategy.experimental_local_results(v)[0], out)
 
+            step.__name__ = getattr(fn, "__name__", "program")  # the program's name in its keys
             compiled = self._functions[(fn, reduce)] = tf.function(step, autograph=False)
-        return compiled(*args)
+        from namedmesh.lowering.collective_keys import collective_failure
+        try:
+            return compiled(*args)
+        except tf.errors.OpError as e:
+            failure = collective_failure(e, self.collective_timeout)
+            if failure is None:
+                raise
+            failure.tensorflow_error = e  # TensorFlow's own error, for debugging
+            raise failure from None
+
+    # -- where processors run -------------------------------------------------------
+    @property
+    def processor_map(self) -> ProcessorMap:
+        """Processor <-> replica id <-> device (see ``namedmesh.mesh.processor_map``)."""
+        pmap = getattr(self.impl, "processor_map", None)
+        if pmap is None:
+            pmap = self.impl.processor_map = processor_map_for_devices(self.shape,
+                                                                       self.impl.devices)
+        return pmap
+
+    def describe_processors(self) -> str:
+        """The processor map as a table, with the collective rank order of each mesh dim."""
+        groups = {d.name: self.groups([d.name]) for d in self.shape.dims if d.size > 1}
+        return self.processor_map.describe(groups)
 
     # -- geometry -----------------------------------------------------------------
     @property
