@@ -47,12 +47,17 @@ def depend(x: Tensor, dependencies, name=None) -> Tensor:
 
 
 def scalar_summary(name: str, x: Tensor, step=None) -> Tensor:
-    """``x`` (a 0-d Tensor), written as the scalar summary ``name`` to the default
-    ``tf.summary`` writer when there is one (``step``: default the writer's step)."""
+    """``x`` (a 0-d Tensor), written as the scalar summary ``name`` (TensorBoard's scalars
+    plugin) to the default ``tf.summary`` writer when there is one (``step``: default the
+    writer's step).  Does not need TensorBoard installed."""
     check_tensor(x, "scalar_summary")
     if x.shape.ndims:
         raise ShapeError("scalar_summary(%r) takes a 0-d tensor, got dims %s" % (name, x.shape))
-    written = tf.summary.scalar(name, x.slices[0], step=step)
+    from tensorflow.core.framework import summary_pb2
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    written = tf.summary.write(name, tf.cast(x.slices[0], tf.float32), step=step,
+                               metadata=metadata)
     return _identity_after(x, [written] if isinstance(written, (tf.Tensor, tf.Operation)) else [])
 
 

@@ -227,6 +227,78 @@ def misuse_cases():
     return out
 
 
+def pure_cases():
+    """Functions of plain values (no graph): mtf's result is recorded as JSON."""
+    da = {"device_assignment": {"topology": [2, 2, 1, 2], "replicas": [3, 1, 0, 2]}}
+    return [
+        ("coords_2x3", "pnum_to_processor_coordinates", [S("x:2;y:3"), 4]),
+        ("coords_list", "pnum_to_processor_coordinates", [[2, 3, 4], 17]),
+        ("pnum_2x3", "processor_coordinates_to_pnum", [S("x:2;y:3"), [1, 1]]),
+        ("pnum_list", "processor_coordinates_to_pnum", [[2, 3, 4], [1, 1, 1]]),
+        ("group_of_5", "pnum_to_group", [S("x:2;y:3;z:2"), [1], 5]),
+        ("groups_y", "processor_groups", [S("x:2;y:3;z:2"), [1]]),
+        ("groups_xz", "processor_groups", [S("x:2;y:3;z:2"), [0, 2]]),
+        ("list_product", "list_product", [[2, 3, 7]]),
+        ("list_product_empty", "list_product", [[]]),
+        ("mesh_dim_size", "tensor_dim_to_mesh_dim_size", ["d_ff:model;batch:rows", "rows:2;model:4",
+                                                          D("d_ff:12")]),
+        ("mesh_dim_size_absent_rule", "tensor_dim_to_mesh_dim_size", ["batch:8", "rows:2",
+                                                                      D("batch:12")]),
+        ("size_per_split", "tensor_dim_to_size_per_split", ["d_ff:model", "rows:2;model:4",
+                                                            D("d_ff:12")]),
+        ("combined", "combined_dimension", [[D("a:2"), D("b:3")]]),
+        ("combined_named", "combined_dimension", [[D("a:2"), D("b:3")], "ab"]),
+        ("anonymous", "anonymous_shape", [S("a:2;b:3")]),
+        ("subsequence_yes", "is_subsequence", [[1, 3], [1, 2, 3]]),
+        ("subsequence_no", "is_subsequence", [[3, 1], [1, 2, 3]]),
+        ("subsequence_empty", "is_subsequence", [[], [1]]),
+        ("transpose_lol", "transpose_list_of_lists", [[[1, 2, 3], [4, 5, 6]]]),
+        ("counters", "pretty_print_counters", [[["a/b", 2], ["a/c", 3], ["d", 1.5], ["a", 1]]]),
+        ("nd_coordinates", "pnum_to_processor_coordinates_nd", [[2, 2], 1, da]),
+        ("nd_map", "processor_coordinates_to_pnum_map_nd",
+         [[2, 2], [[0, 0], [1, 0], [0, 1], [1, 1]], da]),
+    ]
+
+
+def jsonable(value):
+    if isinstance(value, mtf.Shape):
+        return {"shape": ";".join("%s:%d" % (d.name, d.size) for d in value.dims)}
+    if isinstance(value, mtf.Dimension):
+        return {"dim": "%s:%d" % (value.name, value.size)}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def device_assignment(spec):
+    """A TPU DeviceAssignment built without a TPU: a topology of mesh shape ``topology``
+    (one task), replicas on the cores of chips listed row-major (x fastest)."""
+    from tensorflow.python.tpu import device_assignment as tpu_da
+    from tensorflow.python.tpu import topology as tpu_topology
+    shape = spec["topology"]
+    coords = [[x, y, z, c] for z in range(shape[2]) for y in range(shape[1])
+              for x in range(shape[0]) for c in range(shape[3])]
+    topology = tpu_topology.Topology(mesh_shape=shape,
+                                     device_coordinates=np.array([coords], np.int32))
+    chips = [[x, y, z, 0] for z in range(shape[2]) for y in range(shape[1]) for x in range(shape[0])]
+    cores = np.array([[chips[r]] for r in spec["replicas"]], np.int32)
+    return tpu_da.DeviceAssignment(topology, cores)
+
+
+def run_pure(fn_name, args):
+    def resolve_plain(v):
+        if isinstance(v, dict) and "device_assignment" in v:
+            return device_assignment(v["device_assignment"])
+        if isinstance(v, dict) or (isinstance(v, list) and v and isinstance(v[0], dict)):
+            return resolve(v, {}, None)
+        if isinstance(v, list):
+            return [resolve_plain(x) for x in v]
+        return v
+    return jsonable(getattr(mtf, fn_name)(*[resolve_plain(a) for a in args]))
+
+
 # -- running a case in mtf ----------------------------------------------------------------
 class CollectiveCounter:
     """Counts the PlacementMeshImpl collectives called while lowering."""
@@ -399,8 +471,12 @@ def main():
         record["mtf_error"] = error
         misuse.append(record)
         print("misuse", spec["id"], error and error["type"])
+    pure = []
+    for id_, fn_name, args in pure_cases():
+        pure.append({"id": id_, "op": fn_name, "args": args, "mtf_result": run_pure(fn_name, args)})
+        print("pure", id_, pure[-1]["mtf_result"])
     with open(os.path.join(a.out, "cases.json"), "w") as f:
-        json.dump({"cases": records, "misuse": misuse}, f, indent=1)
+        json.dump({"cases": records, "misuse": misuse, "pure": pure}, f, indent=1)
     np.savez_compressed(os.path.join(a.out, "cases.npz"), **arrays_out)
 
 
