@@ -12,6 +12,12 @@ quiet_tensorflow_for_the_command()
 
 from namedmesh.core.contraction import (einsum, matmul, reduce_all, reduce_any, reduce_max,
                                         reduce_mean, reduce_min, reduce_sum)
+from namedmesh.core.conv import (conv2d_backprop_filter, conv2d_backprop_input,
+                                 conv2d_transpose_backprop_filter, conv2d_transpose_backprop_input,
+                                 conv2d_transpose_with_filter, conv2d_with_filter,
+                                 conv3d_backprop_filter, conv3d_backprop_input,
+                                 conv3d_transpose_backprop_filter, conv3d_transpose_backprop_input,
+                                 conv3d_transpose_with_filter, conv3d_with_filter)
 from namedmesh.core.creation import constant, mtf_range, ones, ones_like, zeros, zeros_like
 from namedmesh.core.debugging import (Print, depend, log_variable_sizes, pretty_print_counters,
                                       scalar_summary)
@@ -34,7 +40,8 @@ from namedmesh.core.mesh_math import (list_product, pnum_to_group, pnum_to_proce
                                       tensor_dim_to_mesh_dim_size, tensor_dim_to_size_per_split)
 from namedmesh.core.nn import (argmax, cumsum, log_softmax, one_hot, reduce_logsumexp, softmax,
                                top_1)
-from namedmesh.core.pooling import pool_tensor_1d, reduce_first, stride_tensor_1d
+from namedmesh.core.pooling import (pool, pool_backprop, pool_tensor_1d, reduce_first,
+                                    stride_tensor_1d)
 from namedmesh.core.random_ops import dropout, random_normal, random_uniform, stateless_dropout
 from namedmesh.core.reshape import rename_dimension, replace_dimensions, reshape, transpose
 from namedmesh.core.shift import dynamic_shift, halo_exchange, left_halo_exchange, shift

@@ -35,10 +35,16 @@ INSTEAD_OF_MTF_ERRORS = {
     "split_m:2_b:m": [("all_gather", ("m",))],
     "unstack_m:2_b:m": [("all_gather", ("m",))],
     "stack_new_dim_split": [],
+    "conv2d_m:2_h:m": [("all_gather", ("m",))],
 }
 # mtf raises these by accident (an assert, ...); namedmesh raises a ValueError subclass.
 ACCIDENTAL_MTF_ERRORS = {"split_not_dividing": "AssertionError"}
 
+# mtf's operation classes and the namedmesh functions that are them
+OPERATIONS = {"Conv2dOperation": "conv2d_with_filter", "Conv3dOperation": "conv3d_with_filter",
+              "Conv2dTransposeOperation": "conv2d_transpose_with_filter",
+              "Conv3dTransposeOperation": "conv3d_transpose_with_filter", "PoolOperation": "pool",
+              "Shape": "Shape"}
 _KIND = {"allreduce": "all_reduce", "allconcat": "all_gather", "alltoall": "all_to_all",
          "receive": "permute"}
 
@@ -62,7 +68,7 @@ def call(case, mesh, values):
     tensors = {}
     for name, (shape, _kind, *_) in case["inputs"].items():
         tensors[name] = nm.import_tf_tensor(mesh, values[name], shape)
-    fn = nm.Shape if case["op"] == "Shape" else getattr(nm, case["op"])
+    fn = getattr(nm, OPERATIONS.get(case["op"], case["op"]))
     out = fn(*[resolve(a, tensors, mesh) for a in case["args"]],
              **{k: resolve(v, tensors, mesh) for k, v in case["kwargs"].items()})
     return list(out) if isinstance(out, (list, tuple)) else [out]

@@ -168,6 +168,67 @@ def cases():
     out.append(case("add_n", "add_n", [[I("x"), I("x"), I("y")]], {"x": X, "y": ["b:8", "float32"]}))
     out.append(case("reduce_mean_to_shape", "reduce_mean", [I("x")],
                     kwargs={"output_shape": S("c:2;a:4")}))
+    # convolutions (mtf's operation classes and the eight backprop functions) and pooling
+    c2 = {"x": ["batch:2;h:8;w:8;in:4", "float32"], "f": ["fh:3;fw:3;in:4;out:6", "float32"],
+          "dy": ["batch:2;h:4;w:4;out:6", "float32"]}
+    s2 = [1, 2, 2, 1]
+    for mesh, layout in [("", ""), ("m:2", "in:m"), ("m:2;n:2", "batch:m;out:n"),
+                         ("m:2", "h:m")]:
+        tag = "%s_%s" % (mesh, layout)
+        out.append(case("conv2d_" + tag, "Conv2dOperation", [I("x"), I("f"), s2, "SAME"],
+                        {"x": c2["x"], "f": c2["f"]}, mesh=mesh, layout=layout))
+    for mesh, layout in [("", ""), ("m:2", "out:m"), ("m:2", "batch:m")]:
+        tag = "%s_%s" % (mesh, layout)
+        out.append(case("conv2d_backprop_input_" + tag, "conv2d_backprop_input",
+                        [S(c2["x"][0]), I("f"), I("dy"), s2, "SAME"],
+                        {"f": c2["f"], "dy": c2["dy"]}, mesh=mesh, layout=layout, grads=False))
+        out.append(case("conv2d_backprop_filter_" + tag, "conv2d_backprop_filter",
+                        [I("x"), S(c2["f"][0]), I("dy"), s2, "SAME"],
+                        {"x": c2["x"], "dy": c2["dy"]}, mesh=mesh, layout=layout, grads=False))
+    out.append(case("conv2d_valid", "Conv2dOperation", [I("x"), I("f"), [1, 1, 1, 1], "VALID"],
+                    {"x": c2["x"], "f": c2["f"]}))
+    t2 = {"x": ["batch:2;h:4;w:4;in:4", "float32"], "f": ["fh:2;fw:2;out:6;in:4", "float32"],
+          "dy": ["batch:2;h:8;w:8;out:6", "float32"]}
+    out.append(case("conv2d_transpose", "Conv2dTransposeOperation", [I("x"), I("f"), s2, "SAME"],
+                    {"x": t2["x"], "f": t2["f"]}, mesh="m:2", layout="in:m"))
+    out.append(case("conv2d_transpose_backprop_input", "conv2d_transpose_backprop_input",
+                    [S(t2["x"][0]), I("f"), I("dy"), s2, "SAME"], {"f": t2["f"], "dy": t2["dy"]},
+                    mesh="m:2", layout="out:m", grads=False))
+    out.append(case("conv2d_transpose_backprop_filter", "conv2d_transpose_backprop_filter",
+                    [I("x"), S(t2["f"][0]), I("dy"), s2, "SAME"], {"x": t2["x"], "dy": t2["dy"]},
+                    mesh="m:2", layout="batch:m", grads=False))
+    c3 = {"x": ["batch:2;d:4;h:4;w:4;in:2", "float32"], "f": ["fd:2;fh:2;fw:2;in:2;out:3", "float32"],
+          "dy": ["batch:2;d:2;h:2;w:2;out:3", "float32"]}
+    s3 = [1, 2, 2, 2, 1]
+    out.append(case("conv3d", "Conv3dOperation", [I("x"), I("f"), s3, "SAME"],
+                    {"x": c3["x"], "f": c3["f"]}, mesh="m:2", layout="in:m"))
+    out.append(case("conv3d_backprop_input", "conv3d_backprop_input",
+                    [S(c3["x"][0]), I("f"), I("dy"), s3, "SAME"], {"f": c3["f"], "dy": c3["dy"]},
+                    grads=False))
+    out.append(case("conv3d_backprop_filter", "conv3d_backprop_filter",
+                    [I("x"), S(c3["f"][0]), I("dy"), s3, "SAME"], {"x": c3["x"], "dy": c3["dy"]},
+                    mesh="m:2", layout="batch:m", grads=False))
+    t3 = {"x": ["batch:2;d:2;h:2;w:2;in:2", "float32"], "f": ["fd:2;fh:2;fw:2;out:3;in:2", "float32"],
+          "dy": ["batch:2;d:4;h:4;w:4;out:3", "float32"]}
+    out.append(case("conv3d_transpose", "Conv3dTransposeOperation", [I("x"), I("f"), s3, "SAME"],
+                    {"x": t3["x"], "f": t3["f"]}))
+    out.append(case("conv3d_transpose_backprop_input", "conv3d_transpose_backprop_input",
+                    [S(t3["x"][0]), I("f"), I("dy"), s3, "SAME"], {"f": t3["f"], "dy": t3["dy"]},
+                    grads=False))
+    out.append(case("conv3d_transpose_backprop_filter", "conv3d_transpose_backprop_filter",
+                    [I("x"), S(t3["f"][0]), I("dy"), s3, "SAME"], {"x": t3["x"], "dy": t3["dy"]},
+                    grads=False))
+    for fn, shape, k in [("MAX_2D", "batch:2;h:4;w:6;c:3", [2, 3]),
+                         ("AVG_2D", "batch:2;h:4;w:6;c:3", [2, 2]),
+                         ("MAX_3D", "batch:2;d:2;h:4;w:4;c:2", [2, 2, 2]),
+                         ("AVG_3D", "batch:2;d:2;h:4;w:4;c:2", [1, 2, 2])]:
+        out.append(case("pool_" + fn, "PoolOperation", [I("x"), k, k, fn],
+                        {"x": [shape, "float32"]}, mesh="m:2", layout="h:m"))
+    out.append(case("pool_backprop_avg", "pool_backprop", [I("x"), I("y"), I("dy"), [2, 2], [2, 2],
+                                                          "AVG_2D"],
+                    {"x": ["batch:2;h:4;w:4;c:3", "float32"], "y": ["batch:2;h:2;w:2;c:3", "float32"],
+                     "dy": ["batch:2;h:2;w:2;c:3", "float32"]}, mesh="m:2", layout="w:m",
+                    grads=False))
     out.append(case("random_uniform_split", "random_uniform", ["$mesh", S("a:4;b:8")], {},
                     mesh="m:2;n:2", layout="b:n", random=True))
     out.append(case("dropout_split", "dropout", [I("x"), True], mesh="m:2", layout="b:m",
@@ -385,7 +446,8 @@ def run(spec, arrays, mesh_shape, layout, with_grads, counter=None):
     fn = getattr(mtf, spec["op"])
     args = [resolve(a, tensors, mesh) for a in spec["args"]]
     kwargs = {k: resolve(v, tensors, mesh) for k, v in spec["kwargs"].items()}
-    outputs = as_list(fn(*args, **kwargs))
+    result = fn(*args, **kwargs)
+    outputs = result.outputs if isinstance(result, mtf.Operation) else as_list(result)
     float_outs = [o for o in outputs if o.dtype.is_floating]
     float_inputs = [n for n in sorted(tensors) if tensors[n].dtype.is_floating]
     rs, grads = [], []
