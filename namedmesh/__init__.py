@@ -34,6 +34,7 @@ from namedmesh.core.elementwise import (abs, add, add_n, broadcast, cast, cos, d
                                         swish, tanh, to_bfloat16, to_float, to_int32, where)
 from namedmesh.core.function_tables import binary_reduction_fn, pool_fn, reduction_fn
 from namedmesh.core.gather import gather
+from namedmesh.core.gradients import gradients
 from namedmesh.core.mesh_math import (list_product, pnum_to_group, pnum_to_processor_coordinates,
                                       pnum_to_processor_coordinates_nd, processor_coordinates_to_pnum,
                                       processor_coordinates_to_pnum_map_nd, processor_groups,
