@@ -167,10 +167,10 @@ def divide(x1, x2, output_shape=None, name=None):
 
 
 @named_op("pow")
-def pow(x1, x2, output_shape=None, name=None):  # noqa: A001 - mtf's name
-    """``x1 ** x2`` broadcast by name.  mtf computes ``exp(log(x1) * x2)``, which is NaN for
-    negative ``x1``; namedmesh uses ``tf.pow`` (equal for positive ``x1``)."""
-    return binary_op(tf.pow, x1, x2, "pow", output_shape)
+def pow(x, y, output_shape=None, name=None):  # noqa: A001 - mtf's name
+    """``x ** y`` broadcast by name.  mtf computes ``exp(log(x) * y)``, which is NaN for
+    negative ``x``; namedmesh uses ``tf.pow`` (equal for positive ``x``)."""
+    return binary_op(tf.pow, x, y, "pow", output_shape)
 
 
 mtf_pow = pow

@@ -11,9 +11,9 @@ from namedmesh.core.dims import Shape, convert_to_dimension, convert_to_shape
 from namedmesh.errors import LayoutError, ShapeError
 
 
-def list_product(values) -> int:
+def list_product(l) -> int:  # noqa: E741 - mtf's parameter name
     """The product of a list (1 for an empty list)."""
-    return functools.reduce(operator.mul, values, 1)
+    return functools.reduce(operator.mul, l, 1)
 
 
 def _sizes(mesh_shape, fn: str) -> list:

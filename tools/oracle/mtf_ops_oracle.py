@@ -18,6 +18,7 @@ import ast
 import inspect
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -40,8 +41,9 @@ def public_api():
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
             fn = getattr(mtf.ops, node.name)
-            out.append({"name": node.name, "line": node.lineno,
-                        "signature": str(inspect.signature(fn))})
+            signature = re.sub(r"<function (\w+) at 0x[0-9a-f]+>", r"\1",
+                               str(inspect.signature(fn)))
+            out.append({"name": node.name, "line": node.lineno, "signature": signature})
     classes = [n.name for n in tree.body
                if isinstance(n, ast.ClassDef) and not n.name.startswith("_")]
     return {"source": "mesh_tensorflow 0.1.21 mesh_tensorflow/ops.py", "functions": out,
