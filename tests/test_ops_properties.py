@@ -12,8 +12,8 @@ import namedmesh as nm
 from helpers import strategy
 from op_cases import make_inputs, op_cases, value_and_grads
 
-EXAMPLES = int(os.environ.get("NAMEDMESH_OP_EXAMPLES", "250"))
-STRATEGY_EVERY = int(os.environ.get("NAMEDMESH_OP_STRATEGY_EVERY", "12"))
+EXAMPLES = int(os.environ.get("NAMEDMESH_OP_EXAMPLES", "300"))
+STRATEGY_EVERY = int(os.environ.get("NAMEDMESH_OP_STRATEGY_EVERY", "8"))
 _ONE = []
 _COUNT = [0]
 
@@ -56,3 +56,45 @@ def test_op_on_a_mesh_equals_one_device(case):
     got = [v.numpy() for v in mesh.run(replica_fn, values, r, reduce="sum")]
     got[1] = np.round(got[1]).astype(want[1].dtype)
     _compare(got, want, "strategy", case)
+
+
+def test_neighbour_exchange_on_tf_distribute():
+    """shift along a split dim under MirroredStrategy: values, gradient, and the permutes of
+    the forward pass and of its adjoint (each slice's gradient goes back to its source)."""
+    x = np.random.RandomState(3).randn(2, 8).astype(np.float32)
+    r = np.random.RandomState(4).randn(2, 8).astype(np.float32)
+    want, want_grad = [], []
+    for wrap in (True, False):
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = nm.export_to_tf_tensor(nm.shift(nm.import_tf_tensor(one_device(), xt, "a:2;b:8"),
+                                                3, "b", wrap))
+            loss = tf.reduce_sum(y * r)
+        want.append(y.numpy())
+        want_grad.append(tape.gradient(loss, xt).numpy())
+    mesh = nm.Mesh("m:4", "b:m", strategy=strategy(4))
+
+    def replica_fn(x, r):
+        out = []
+        for wrap in (True, False):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = nm.export_to_tf_tensor(nm.shift(nm.import_tf_tensor(mesh, x, "a:2;b:8"), 3,
+                                                    "b", wrap))
+                loss = tf.reduce_sum(y * r)
+            out += [y / mesh.size, tape.gradient(loss, x)]
+        return out
+
+    with nm.trace_collectives() as trace:
+        got = [v.numpy() for v in mesh.run(replica_fn, tf.constant(x), tf.constant(r),
+                                           reduce="sum")]
+    for i in range(2):
+        np.testing.assert_allclose(got[2 * i], want[i], atol=1e-6)
+        np.testing.assert_allclose(got[2 * i + 1], want_grad[i], atol=1e-6)
+    forward = [rec.sources for rec in trace.select("permute")]
+    backward = [rec.sources for rec in trace.select("permute", phase="backward")]
+    # block 2, offset 3 = one block + 1: two exchanges per shift, by 1 and by 2 members
+    assert forward == [(3, 0, 1, 2), (2, 3, 0, 1), (None, 0, 1, 2), (None, None, 0, 1)]
+    assert sorted(backward, key=repr) == sorted(
+        [(1, 2, 3, 0), (2, 3, 0, 1), (1, 2, 3, None), (2, 3, None, None)], key=repr)
