@@ -36,7 +36,8 @@ from namedmesh.core.function_tables import binary_reduction_fn, pool_fn, reducti
 from namedmesh.core.gather import gather
 from namedmesh.core.gradients import gradients
 from namedmesh.core.mesh_math import (list_product, pnum_to_group, pnum_to_processor_coordinates,
-                                      pnum_to_processor_coordinates_nd, processor_coordinates_to_pnum,
+                                      pnum_to_processor_coordinates_nd,
+                                      processor_coordinates_to_pnum,
                                       processor_coordinates_to_pnum_map_nd, processor_groups,
                                       tensor_dim_to_mesh_dim_size, tensor_dim_to_size_per_split)
 from namedmesh.core.nn import (argmax, cumsum, log_softmax, one_hot, reduce_logsumexp, softmax,

@@ -163,7 +163,8 @@ def make_inputs(case):
     if case.kind == "stack":
         out["y"] = rng.randn(*[s for _, s in X]).astype(np.float32)
     if case.kind == "gather":
-        out["indices"] = rng.randint(-1, dim_size + 1, [s for _, s in p["indices"]]).astype(np.int32)
+        sizes = [s for _, s in p["indices"]]
+        out["indices"] = rng.randint(-1, dim_size + 1, sizes).astype(np.int32)
     if case.kind == "dynamic_shift":
         out["offsets"] = rng.randint(-dim_size, dim_size + 1, [8]).astype(np.int32)
     if case.kind == "where":

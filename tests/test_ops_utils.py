@@ -24,7 +24,8 @@ def device_assignment(spec):
               for x in range(shape[0]) for c in range(shape[3])]
     topology = tf.tpu.experimental.Topology(mesh_shape=shape,
                                             device_coordinates=np.array([coords], np.int32))
-    chips = [[x, y, z, 0] for z in range(shape[2]) for y in range(shape[1]) for x in range(shape[0])]
+    chips = [[x, y, z, 0] for z in range(shape[2]) for y in range(shape[1])
+             for x in range(shape[0])]
     cores = np.array([[chips[r]] for r in spec["replicas"]], np.int32)
     return tf.tpu.experimental.DeviceAssignment(topology, cores)
 

@@ -38,8 +38,9 @@ def verify_no_new_dims(input_shapes, output_shape) -> None:
         present.update(convert_to_shape(s).dims)
     new = [d for d in convert_to_shape(output_shape).dims if d not in present]
     if new:
+        inputs = [str(convert_to_shape(s)) for s in input_shapes]
         raise ShapeError("no new dims allowed in the output: %s are not in the inputs %s"
-                         % ([str(d) for d in new], [str(convert_to_shape(s)) for s in input_shapes]))
+                         % ([str(d) for d in new], inputs))
 
 
 def transpose_list_of_lists(lol) -> list:

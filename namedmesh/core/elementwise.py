@@ -310,7 +310,8 @@ sin = _unary(tf.sin, "sin")
 cos = _unary(tf.cos, "cos")
 relu = _unary(tf.nn.relu, "relu")
 gelu = _unary(lambda v: tf.nn.gelu(v, approximate=True), "gelu",
-              "mtf's gelu: the tanh approximation ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.")
+              "mtf's gelu: the tanh approximation "
+              "``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.")
 elu = _unary(tf.nn.elu, "elu")
 selu = _unary(tf.nn.selu, "selu")
 sigmoid = _unary(tf.sigmoid, "sigmoid")

@@ -54,5 +54,6 @@ def pool_fn(pool_fn_string: str):
     ``(x, ksize, strides, padding)`` pooling the spatial axes before the last (channel)
     axis of a TF tensor, any number of leading batch axes."""
     if pool_fn_string not in _POOL:
-        raise ConfigError("unknown pooling %r (expected one of %s)" % (pool_fn_string, sorted(_POOL)))
+        raise ConfigError("unknown pooling %r (expected one of %s)"
+                          % (pool_fn_string, sorted(_POOL)))
     return _POOL[pool_fn_string]

@@ -16,7 +16,8 @@ OPS = [
     ("convert_to_dimension", "convert_to_dimension",
      "also `'name:size'`; a non-pair raises a TypeError, as in mtf"),
     ("convert_to_shape", "convert_to_shape", ""),
-    ("convert_to_layout_rules", "convert_to_layout_rules", "also a dict; `{}`, `[]`, `''` are empty"),
+    ("convert_to_layout_rules", "convert_to_layout_rules",
+     "also a dict; `{}`, `[]`, `''` are empty"),
     ("compatible_lazy_allreduce_sums", None,
      "mtf's lowering internals (it delays all-reduces in its graph); namedmesh lowers each op "
      "when it is called, so there is nothing lazy to combine"),

@@ -93,7 +93,8 @@ def lower_conv_backprop_input(input_shape, f: Tensor, dy: Tensor, strides, paddi
             conv = tf.nn.conv2d if spatial == 2 else tf.nn.conv3d
             out = conv(flat, w, strides, padding)
         else:
-            backprop = tf.compat.v1.nn.conv2d_backprop_input if spatial == 2 else conv3d_backprop_input_v2
+            backprop = (tf.compat.v1.nn.conv2d_backprop_input if spatial == 2
+                        else conv3d_backprop_input_v2)
             out = backprop(flat_sizes, w, flat, strides, padding)
         return tf.reshape(out, sizes)
 
