@@ -8,9 +8,11 @@ import numpy as np
 import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 
+import pytest
+
 import namedmesh as nm
 from helpers import strategy
-from op_cases import make_inputs, op_cases, value_and_grads
+from op_cases import OpCase, make_inputs, op_cases, value_and_grads
 
 EXAMPLES = int(os.environ.get("NAMEDMESH_OP_EXAMPLES", "300"))
 STRATEGY_EVERY = int(os.environ.get("NAMEDMESH_OP_STRATEGY_EVERY", "8"))
@@ -30,21 +32,16 @@ def _compare(got, want, what, case):
                                    err_msg="%s, result %d, %r" % (what, i, case))
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(op_cases())
-def test_op_on_a_mesh_equals_one_device(case):
+def _check_case(case, executors=("placement", "strategy")):
     values = {k: tf.constant(v) for k, v in make_inputs(case).items()}
     first = value_and_grads(case, one_device(), values, 1.0)
     r = tf.constant(np.random.RandomState(case.seed + 1).randn(*first[0].shape).astype(np.float32))
     want = [v.numpy() for v in value_and_grads(case, one_device(), values, r)]
-
-    placement = nm.Mesh(case.mesh_shape, case.layout)
-    _compare([v.numpy() for v in value_and_grads(case, placement, values, r)], want,
-             "placement", case)
-
-    _COUNT[0] += 1
-    if _COUNT[0] % STRATEGY_EVERY:
+    if "placement" in executors:
+        placement = nm.Mesh(case.mesh_shape, case.layout)
+        _compare([v.numpy() for v in value_and_grads(case, placement, values, r)], want,
+                 "placement", case)
+    if "strategy" not in executors:
         return
     mesh = nm.Mesh(case.mesh_shape, case.layout,
                    strategy=strategy(nm.convert_to_shape(case.mesh_shape).size))
@@ -56,6 +53,34 @@ def test_op_on_a_mesh_equals_one_device(case):
     got = [v.numpy() for v in mesh.run(replica_fn, values, r, reduce="sum")]
     got[1] = np.round(got[1]).astype(want[1].dtype)
     _compare(got, want, "strategy", case)
+
+
+# split dims gathered from, top-k'd, concatenated, sliced, padded and sampled, on tf.distribute
+SPLIT_CASES = [
+    OpCase("x:2;y:2", {"b": "x", "a": "y"}, "gather",
+           {"dim": "b", "batch": True, "count": 2, "indices": [("a", 8), ("i", 2)]}, 3),
+    OpCase("x:4", {"b": "x"}, "gather",
+           {"dim": "b", "batch": False, "count": 4, "indices": [("i", 4)]}, 4),
+    OpCase("x:2;y:2", {"b": "x"}, "top_k", {"dim": "b", "k": 3}, 5),
+    OpCase("x:2;y:2", {"b": "x", "c": "y"}, "concat", {"dim": "b", "other": 4}, 6),
+    OpCase("x:4", {"b": "x"}, "slice", {"dim": "b", "begin": 2, "size": 4}, 7),
+    OpCase("x:2;y:2", {"b": "x"}, "pad", {"dim": "b", "paddings": [1, 1]}, 8),
+    OpCase("x:2", {"b": "x"}, "sample", {"dim": "b", "temperature": 1.0}, 9),
+]
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES, ids=lambda c: "%s-%s" % (c.kind, c.layout))
+def test_split_dims_on_both_executors(case):
+    _check_case(case)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(op_cases())
+def test_op_on_a_mesh_equals_one_device(case):
+    _COUNT[0] += 1
+    _check_case(case, ("placement", "strategy") if _COUNT[0] % STRATEGY_EVERY == 0 else
+                ("placement",))
 
 
 def test_neighbour_exchange_on_tf_distribute():
