@@ -29,3 +29,9 @@ class ConfigError(NamedMeshError):
 class CollectiveError(MeshError):
     """A collective failed or cannot be set up: a timeout (members that never
     joined), a key collision, or a group TensorFlow would rank differently."""
+
+
+class WrongTypeError(NamedMeshError, TypeError):
+    """A value of the wrong kind: not a namedmesh Tensor, a float where an integer
+    dtype is needed, operands of different dtypes.  It is both a ``ValueError``
+    (what mtf raises for these) and a ``TypeError`` (what Python code expects)."""

@@ -166,6 +166,22 @@ class ReplicaImpl(MeshImpl):
             return self._raw_allconcat(v, mesh_axis, concat_axis, n), grad
         return (gathered(x[0]),)
 
+    def _receive(self, x, mesh_axis, sources) -> LaidOut:
+        inverse = [None] * len(sources)
+        for k, s in enumerate(sources):
+            if s is not None:
+                inverse[s] = k
+        inverse = tuple(inverse)
+
+        @tf.custom_gradient
+        def received(v):
+            def grad(dy):  # each slice went to at most one member: send the gradient back
+                with trace.backward_phase():
+                    self.record_collective("permute", [mesh_axis], (dy,), None, sources=inverse)
+                    return self._raw_receive(dy, mesh_axis, inverse)
+            return self._raw_receive(v, mesh_axis, sources), grad
+        return (received(x[0]),)
+
     # -- import / export -----------------------------------------------------------
     def import_tf_tensor(self, value, layout) -> LaidOut:
         self._context()
@@ -313,6 +329,27 @@ class CollectiveReplicaImpl(ReplicaImpl):
         received = tf.unstack(stacked, num=n, axis=0)
         return tf.concat(_to_member_order(received, order), axis=concat_axis)
 
+    def _raw_receive(self, v, mesh_axis, sources):
+        """Neighbour exchange as one all-to-all: TF has no grouped permute collective for
+        CPU/GPU outside XLA, so each member sends its slice in the piece of the member that
+        receives it and zeros elsewhere (group_size times the data of a true permute)."""
+        n = self.mesh.shape.dims[mesh_axis].size
+        me = self.pcoord(mesh_axis)[0]
+        zeros = tf.zeros_like(v)
+        pieces = [v if sources[k] == me else zeros for k in range(n)]   # piece k: member k's
+        source = sources[me]
+        if n > ALL_TO_ALL_MAX_GROUP:
+            stacked = tf.stack([tf.expand_dims(piece, 0) for piece in pieces], axis=0)
+            received = self._alltoall_by_gather(stacked, mesh_axis, 0, n)  # [n, ...] by member
+            return zeros if source is None else received[source]
+        stacked = tf.stack(pieces, axis=0)
+        args, order = self._group_args("permute", [mesh_axis], stacked, str(tuple(sources)))
+        if list(order) != list(range(n)):
+            stacked = tf.stack([pieces[j] for j in order], axis=0)  # slot k: rank k's piece
+        out = tf.raw_ops.CollectiveAllToAllV2(input=stacked, **args)
+        received = _to_member_order(tf.unstack(out, num=n, axis=0), order)
+        return zeros if source is None else received[source]
+
 
 def _to_member_order(by_rank, order):
     """``by_rank[k]`` came from member ``order[k]``; return them by member."""
@@ -365,6 +402,12 @@ class TpuReplicaImpl(ReplicaImpl):
     def _raw_allconcat(self, v, mesh_axis, concat_axis, n):
         every = self._gather_all(v, [mesh_axis])
         return tf.concat(tf.unstack(every, num=n, axis=0), axis=concat_axis)
+
+    def _raw_receive(self, v, mesh_axis, sources):
+        from tensorflow.python.tpu.ops import tpu_ops
+        pairs = [[g[s], g[k]] for g in self._groups([mesh_axis])
+                 for k, s in enumerate(sources) if s is not None]
+        return tpu_ops.collective_permute(v, pairs)  # members no pair targets get zeros
 
 
 __all__ = ["CollectiveReplicaImpl", "ReplicaImpl", "TpuReplicaImpl",
