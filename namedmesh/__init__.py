@@ -12,6 +12,7 @@ quiet_tensorflow_for_the_command()
 
 from namedmesh.core.contraction import (einsum, reduce_all, reduce_any, reduce_max, reduce_mean,
                                         reduce_min, reduce_sum)
+from namedmesh.core.control import custom_gradient, recompute_grad, while_loop
 from namedmesh.core.creation import (constant, mtf_range, ones, ones_like, random_uniform, zeros,
                                      zeros_like)
 from namedmesh.core.dims import Dimension, Shape, convert_to_dimension, convert_to_shape

