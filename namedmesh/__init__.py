@@ -10,23 +10,32 @@ from namedmesh._quiet import quiet_tensorflow_for_the_command
 
 quiet_tensorflow_for_the_command()
 
-from namedmesh.core.contraction import (einsum, reduce_all, reduce_any, reduce_max, reduce_mean,
-                                        reduce_min, reduce_sum)
+from namedmesh.core.contraction import (einsum, matmul, reduce_all, reduce_any, reduce_max,
+                                        reduce_mean, reduce_min, reduce_sum)
 from namedmesh.core.control import custom_gradient, recompute_grad, while_loop
-from namedmesh.core.creation import (constant, mtf_range, ones, ones_like, random_uniform, zeros,
-                                     zeros_like)
+from namedmesh.core.creation import constant, mtf_range, ones, ones_like, zeros, zeros_like
 from namedmesh.core.dims import Dimension, Shape, convert_to_dimension, convert_to_shape
-from namedmesh.core.elementwise import (abs, add, add_n, broadcast, cast, divide, equal, exp, gelu,
-                                        greater, greater_equal, less, less_equal, log, logical_and,
-                                        logical_not, logical_or, maximum, minimum, multiply,
-                                        negative, not_equal, pow, reciprocal, relu, rsqrt, sigmoid,
-                                        silu, softplus, sqrt, square, stop_gradient, subtract, swish,
-                                        tanh, to_bfloat16, to_float, to_int32, where)
-from namedmesh.core.nn import (argmax, cumsum, dropout, log_softmax, one_hot, reduce_logsumexp,
-                               softmax, top_1)
-from namedmesh.core.reshape import rename_dimension, replace_dimensions, reshape
-from namedmesh.core.tensor import Tensor, export_to_tf_tensor, import_tf_tensor
-from namedmesh.errors import ConfigError, LayoutError, MeshError, NamedMeshError, ShapeError
+from namedmesh.core.elementwise import (abs, add, add_n, broadcast, cast, cos, divide, elu, equal,
+                                        exp, floordiv, gelu, greater, greater_equal, identity,
+                                        leaky_relu, less, less_equal, log, logical_and,
+                                        logical_not, logical_or, maximum, minimum, mod, mtf_abs,
+                                        mtf_pow, multiply, negative, not_equal, pow, reciprocal,
+                                        relu, rsqrt, selu, sigmoid, sign, silu, sin, softplus,
+                                        sqrt, square, squared_relu, stop_gradient, sub, subtract,
+                                        swish, tanh, to_bfloat16, to_float, to_int32, where)
+from namedmesh.core.gather import gather
+from namedmesh.core.nn import (argmax, cumsum, log_softmax, one_hot, reduce_logsumexp, softmax,
+                               top_1)
+from namedmesh.core.random_ops import dropout, random_normal, random_uniform, stateless_dropout
+from namedmesh.core.reshape import rename_dimension, replace_dimensions, reshape, transpose
+from namedmesh.core.shift import dynamic_shift, halo_exchange, left_halo_exchange, shift
+from namedmesh.core.slicing import concat, mtf_slice, pad, split, stack, unstack
+from namedmesh.core.topk import (nth_largest_element, nth_smallest_element,
+                                 sample_with_temperature, top_k)
+from namedmesh.core.tensor import (Tensor, export_to_tf_tensor, import_fully_replicated,
+                                   import_laid_out_tensor, import_tf_tensor)
+from namedmesh.errors import (ConfigError, LayoutError, MeshError, NamedMeshError, ShapeError,
+                              WrongTypeError)
 from namedmesh.layers import VariableStore, dense
 from namedmesh.lowering.devices import configure_cpu_devices
 from namedmesh.lowering.trace import CollectiveRecord, CollectiveTrace, trace_collectives
@@ -38,5 +47,6 @@ from namedmesh import moe  # noqa: E402,F401  (namedmesh.moe.MoE1D / MoE2D)
 from namedmesh import porting  # noqa: E402,F401  (legacy gin / hparams / checkpoints)
 
 range = mtf_range  # noqa: A001 - mtf's public name is mtf.range
+slice = mtf_slice  # noqa: A001 - mtf's public name is mtf.slice
 
 __version__ = "0.1.0"

@@ -24,3 +24,9 @@ class MeshError(NamedMeshError):
 
 class ConfigError(NamedMeshError):
     """A layer configuration (kwargs, hparams, gin file) is invalid."""
+
+
+class WrongTypeError(NamedMeshError, TypeError):
+    """A value of the wrong kind: not a namedmesh Tensor, a float where an integer
+    dtype is needed, operands of different dtypes.  It is both a ``ValueError``
+    (what mtf raises for these) and a ``TypeError`` (what Python code expects)."""

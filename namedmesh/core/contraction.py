@@ -10,9 +10,10 @@ import string
 import tensorflow as tf
 
 from namedmesh.core.dims import Dimension, Shape, convert_to_shape
-from namedmesh.core.elementwise import check_tensor, same_mesh
+from namedmesh.core.elementwise import broadcast, check_tensor, same_mesh
+from namedmesh.core.naming import named_op
 from namedmesh.core.tensor import Tensor
-from namedmesh.errors import ShapeError
+from namedmesh.errors import ShapeError, WrongTypeError
 
 _LETTERS = string.ascii_letters
 
@@ -35,13 +36,15 @@ def _union_of_dims(shapes, op: str):
     return order, count
 
 
-def einsum(xs, output_shape=None, reduced_dims=None) -> Tensor:
+@named_op("einsum")
+def einsum(xs, output_shape=None, reduced_dims=None, name=None) -> Tensor:
     """Multiply ``xs`` broadcast to the union of their dims and sum down to ``output_shape``.
 
     Like mtf: without ``output_shape`` the output keeps the dims that appear
     in exactly one input (or all dims not in ``reduced_dims``), in order of
     appearance.  ``einsum([x[a, b], w[b, c]], "a:..;c:..")`` is a matmul.
-    Summed dims that are split on the mesh cost one all-reduce.
+    Summed dims that are split on the mesh cost one all-reduce.  Output dims
+    that no input has are broadcast (mtf's lowering does the same).
     """
     xs = list(xs)
     if not xs:
@@ -51,8 +54,8 @@ def einsum(xs, output_shape=None, reduced_dims=None) -> Tensor:
     mesh = same_mesh(xs, "einsum")
     dtypes = {x.dtype for x in xs}
     if len(dtypes) > 1:
-        raise TypeError("einsum: inputs have different dtypes %s; cast them first"
-                        % sorted(d.name for d in dtypes))
+        raise WrongTypeError("einsum: inputs have different dtypes %s; cast them first"
+                             % sorted(d.name for d in dtypes))
     order, count = _union_of_dims([x.shape for x in xs], "einsum")
     if reduced_dims is not None:
         reduced_names = {_dim_name(d) for d in reduced_dims}
@@ -69,8 +72,7 @@ def einsum(xs, output_shape=None, reduced_dims=None) -> Tensor:
     else:
         for d in output_shape.dims:
             if d.name not in count:
-                raise ShapeError("einsum: output dim %r is absent from the inputs %s"
-                                 % (d.name, [str(x.shape) for x in xs]))
+                continue  # a new dim: broadcast after the contraction, as mtf lowers it
             size = next(o.size for o in order if o.name == d.name)
             if size != d.size:
                 raise ShapeError("einsum: output dim %r has size %d but %d in the inputs"
@@ -86,9 +88,17 @@ def einsum(xs, output_shape=None, reduced_dims=None) -> Tensor:
                          % (len(order), len(_LETTERS)))
     letter = {d.name: _LETTERS[i] for i, d in enumerate(order)}
     reduced = [d for d in order if d.name not in output_shape]
+    contracted_shape = Shape([d for d in output_shape.dims if d.name in count])
 
     from namedmesh.lowering.contract import lower_einsum  # the mesh side
-    return lower_einsum(mesh, xs, output_shape, reduced, letter)
+    out = lower_einsum(mesh, xs, contracted_shape, reduced, letter)
+    return out if contracted_shape == output_shape else broadcast(out, output_shape)
+
+
+def matmul(a, b, output_shape=None, reduced_dims=None, name=None) -> Tensor:
+    """``einsum([a, b], ...)`` (mtf's alias)."""
+    return einsum([a, b], output_shape=output_shape, reduced_dims=reduced_dims,
+                  name=name or "matmul")
 
 
 def _dim_name(d) -> str:
@@ -133,42 +143,52 @@ def _reduction_output_shape(x: Tensor, output_shape, reduced_dim, op: str) -> Sh
 def _reduce(x, output_shape, reduced_dim, reduction: str, op: str) -> Tensor:
     check_tensor(x, op)
     out_shape = _reduction_output_shape(x, output_shape, reduced_dim, op)
+    if out_shape == x.shape:
+        return x  # nothing to reduce (mtf returns x too)
     from namedmesh.lowering.contract import lower_reduction
     return lower_reduction(x, out_shape, reduction)
 
 
-def reduce_sum(x, output_shape=None, reduced_dim=None) -> Tensor:
+@named_op("reduce_sum")
+def reduce_sum(x, output_shape=None, reduced_dim=None, name=None) -> Tensor:
     """Sum over ``reduced_dim`` (a dim or list of dims), or down to ``output_shape``
     (a subset of x's dims, any order); with neither, over everything."""
     return _reduce(x, output_shape, reduced_dim, "SUM", "reduce_sum")
 
 
-def reduce_mean(x, output_shape=None, reduced_dim=None) -> Tensor:
+@named_op("reduce_mean")
+def reduce_mean(x, output_shape=None, reduced_dim=None, name=None) -> Tensor:
     """Mean over ``reduced_dim`` or down to ``output_shape`` (see ``reduce_sum``)."""
     check_tensor(x, "reduce_mean")
     if not (x.dtype.is_floating or x.dtype.is_complex):
-        raise TypeError("reduce_mean of a %s tensor %s: cast it to a float type first"
-                        % (x.dtype.name, x.shape))
+        raise WrongTypeError("reduce_mean of a %s tensor %s: cast it to a float type first"
+                             % (x.dtype.name, x.shape))
     out = _reduce(x, output_shape, reduced_dim, "SUM", "reduce_mean")
+    if out is x:
+        return x
     return out * (1.0 / (x.shape.size // out.shape.size))
 
 
-def reduce_max(x, output_shape=None, reduced_dim=None) -> Tensor:
+@named_op("reduce_max")
+def reduce_max(x, output_shape=None, reduced_dim=None, name=None) -> Tensor:
     """Max over ``reduced_dim`` or down to ``output_shape``.  Gradient like mtf:
     every position equal to the max receives the full upstream gradient."""
     return _reduce(x, output_shape, reduced_dim, "MAX", "reduce_max")
 
 
-def reduce_min(x, output_shape=None, reduced_dim=None) -> Tensor:
+@named_op("reduce_min")
+def reduce_min(x, output_shape=None, reduced_dim=None, name=None) -> Tensor:
     """Min over ``reduced_dim`` or down to ``output_shape`` (gradient as reduce_max)."""
     return _reduce(x, output_shape, reduced_dim, "MIN", "reduce_min")
 
 
-def reduce_any(x, output_shape=None, reduced_dim=None) -> Tensor:
+@named_op("reduce_any")
+def reduce_any(x, output_shape=None, reduced_dim=None, name=None) -> Tensor:
     from namedmesh.core.elementwise import cast
     return cast(reduce_max(cast(x, tf.float32), output_shape, reduced_dim), tf.bool)
 
 
-def reduce_all(x, output_shape=None, reduced_dim=None) -> Tensor:
+@named_op("reduce_all")
+def reduce_all(x, output_shape=None, reduced_dim=None, name=None) -> Tensor:
     from namedmesh.core.elementwise import cast
     return cast(reduce_min(cast(x, tf.float32), output_shape, reduced_dim), tf.bool)

@@ -1,9 +1,14 @@
-"""Tensors made from nothing: zeros, ones, constants, ranges and seeded random values."""
+"""Tensors made from nothing: zeros, ones, constants (scalars or arrays) and ranges.
 
+Random tensors are in ``namedmesh.core.random_ops``.
+"""
+
+import numpy as np
 import tensorflow as tf
 
-from namedmesh.core.dims import convert_to_dimension, convert_to_shape
+from namedmesh.core.dims import Shape, convert_to_dimension, convert_to_shape
 from namedmesh.core.elementwise import check_tensor
+from namedmesh.core.naming import named_op
 from namedmesh.core.tensor import Tensor
 from namedmesh.errors import ShapeError
 
@@ -18,32 +23,62 @@ def _filled(mesh, shape, dtype, fn):
     return Tensor(mesh, shape, slices, dtype)
 
 
-def zeros(mesh, shape, dtype=tf.float32) -> Tensor:
+@named_op("zeros")
+def zeros(mesh, shape, dtype=tf.float32, name=None) -> Tensor:
     """All zeros with dims ``shape``."""
     return _filled(mesh, shape, dtype, tf.zeros)
 
 
-def ones(mesh, shape, dtype=tf.float32) -> Tensor:
+@named_op("ones")
+def ones(mesh, shape, dtype=tf.float32, name=None) -> Tensor:
     """All ones with dims ``shape``."""
     return _filled(mesh, shape, dtype, tf.ones)
 
 
-def constant(mesh, value, shape=(), dtype=tf.float32) -> Tensor:
-    """A tensor of dims ``shape`` filled with the scalar ``value``."""
-    return _filled(mesh, shape, dtype, lambda sizes, dt: tf.fill(sizes, tf.cast(value, dt)))
+@named_op("constant")
+def constant(mesh, value, shape=None, dtype=tf.float32, name=None) -> Tensor:
+    """A tensor of dims ``shape`` (default: a scalar) holding ``value``.
+
+    ``value``: a scalar fills the tensor; an array (NumPy, list, tf.Tensor)
+    with the same number of elements is laid out in row-major order over the
+    dims of ``shape``, as ``tf.constant(value, shape=...)`` does.  On a mesh each
+    processor keeps its slice (mtf 0.1.21 builds every slice from the whole
+    array, which fails for arrays on a split layout).
+    """
+    shape = convert_to_shape(shape) if shape is not None else Shape([])
+    dtype = tf.as_dtype(dtype)
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        array = value
+        count = value.shape.num_elements()
+        rank = value.shape.rank
+    else:
+        array = np.asarray(value)
+        count, rank = array.size, array.ndim
+    if rank == 0:
+        return _filled(mesh, shape, dtype, lambda sizes, dt: tf.fill(sizes, tf.cast(value, dt)))
+    if count != shape.size:
+        raise ShapeError("constant: value of shape %s has %s elements but the shape %s has %d; "
+                         "give a scalar or an array with exactly that many elements"
+                         % (list(np.shape(array)) if not isinstance(array, (tf.Tensor, tf.Variable))
+                            else array.shape.as_list(), count, shape, shape.size))
+    full = tf.reshape(tf.cast(array, dtype), shape.sizes)
+    return Tensor(mesh, shape, mesh.impl.import_tf_tensor(full, mesh.tensor_layout(shape)), dtype)
 
 
-def zeros_like(x: Tensor) -> Tensor:
+@named_op("zeros_like")
+def zeros_like(x: Tensor, name=None) -> Tensor:
     check_tensor(x, "zeros_like")
     return zeros(x.mesh, x.shape, x.dtype)
 
 
-def ones_like(x: Tensor) -> Tensor:
+@named_op("ones_like")
+def ones_like(x: Tensor, name=None) -> Tensor:
     check_tensor(x, "ones_like")
     return ones(x.mesh, x.shape, x.dtype)
 
 
-def mtf_range(mesh, dim, dtype=tf.int32) -> Tensor:
+@named_op("range")
+def mtf_range(mesh, dim, dtype=tf.int32, name=None) -> Tensor:
     """A 1-D tensor of dims ``[dim]`` holding ``0 .. dim.size - 1`` (mtf's ``range``)."""
     dim = convert_to_dimension(dim)
     layout = mesh.tensor_layout(convert_to_shape([dim]))
@@ -60,25 +95,4 @@ def mtf_range(mesh, dim, dtype=tf.int32) -> Tensor:
     return Tensor(mesh, layout.shape, mesh.impl.slicewise(fn, coords), dtype)
 
 
-def random_uniform(mesh, shape, seed, minval=0.0, maxval=1.0, dtype=tf.float32) -> Tensor:
-    """Uniform random values in ``[minval, maxval)`` with dims ``shape``.
-
-    ``seed``: an int, or a shape-[2] int tensor (e.g. ``[seed, step]``), as for
-    ``tf.random.stateless_uniform``.  The values depend only on the seed and
-    the global shape, never on the mesh or layout: every processor draws the
-    global tensor and keeps its slice, so replicated slices agree and a mesh
-    run equals a single-device run.
-    """
-    shape = convert_to_shape(shape)
-    seed = tf.convert_to_tensor(seed)
-    if seed.shape.rank == 0:
-        seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
-    dtype = tf.as_dtype(dtype)
-    full = lambda _: tf.random.stateless_uniform(  # noqa: E731
-        shape.sizes, seed=seed, minval=minval, maxval=maxval, dtype=dtype)
-    layout = mesh.tensor_layout(shape)
-    slices = mesh.impl.slicewise(full, mesh.impl.pcoord_or_none())
-    for tensor_axis, mesh_axis in enumerate(layout.mesh_axes):
-        if mesh_axis is not None:
-            slices = mesh.impl.allsplit(slices, mesh_axis, tensor_axis)
-    return Tensor(mesh, shape, slices, dtype)
+from namedmesh.core.random_ops import random_uniform  # noqa: E402,F401  (moved; old import path)

@@ -12,7 +12,7 @@ separated by any mix of space, comma, period or semicolon.
 import re
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
-from namedmesh.errors import ShapeError
+from namedmesh.errors import ShapeError, WrongTypeError
 
 _SEPARATORS = re.compile(r"[ ,.;]+")
 
@@ -115,8 +115,8 @@ def convert_to_dimension(d) -> Optional[Dimension]:
         return make_dimension(*pairs[0], context=" in %r" % d)
     if isinstance(d, (tuple, list)) and len(d) == 2:
         return make_dimension(d[0], d[1])
-    raise ShapeError("cannot convert %r to a Dimension (expected a Dimension, "
-                     "a (name, size) pair or a 'name:size' string)" % (d,))
+    raise WrongTypeError("cannot convert %r to a Dimension (expected a Dimension, "
+                         "a (name, size) pair or a 'name:size' string)" % (d,))
 
 
 class Shape:
@@ -129,7 +129,13 @@ class Shape:
     Dimension), ``shape.index("batch")``.  ``shape + other`` appends the
     dims of ``other`` not already present (by name, sizes must agree);
     ``shape - x`` removes dims by name, where ``x`` is a name, a Dimension or
-    a list/Shape of them.
+    a list/Shape of them (like mtf, a single dim must be present; dims of a
+    list that are absent are ignored).
+
+    mtf's surface: ``shape.dims`` is a new list (``shape.dims + [d]`` works),
+    ``to_integer_list`` is a list that can also be called,
+    ``dimension_names``, ``cumprod``, ``cumprod_to_tensor_axis``,
+    ``resize_dimension`` and ``get_dim_by_name``.
     """
 
     __slots__ = ("_dims", "_index")
@@ -156,8 +162,9 @@ class Shape:
 
     # -- basic properties -------------------------------------------------
     @property
-    def dims(self) -> Tuple[Dimension, ...]:
-        return self._dims
+    def dims(self) -> list:
+        """The dimensions, as a new list (mtf's type: ``shape.dims + [d]`` works)."""
+        return list(self._dims)
 
     @property
     def names(self) -> Tuple[str, ...]:
@@ -167,8 +174,42 @@ class Shape:
     def sizes(self) -> Tuple[int, ...]:
         return tuple(d.size for d in self._dims)
 
-    def to_integer_list(self) -> list:
-        return list(self.sizes)
+    @property
+    def to_integer_list(self) -> "IntegerList":
+        """The sizes as a list; mtf reads it as a property, older namedmesh code
+        calls it: both ``shape.to_integer_list`` and ``shape.to_integer_list()`` work."""
+        return IntegerList(self.sizes)
+
+    @property
+    def dimension_names(self) -> list:
+        return [d.name for d in self._dims]
+
+    @property
+    def cumprod(self) -> list:
+        """Exclusive cumulative product of the sizes: ``[1, s0, s0*s1, ...]`` (ndims entries)."""
+        out, p = [], 1
+        for d in self._dims:
+            out.append(p)
+            p *= d.size
+        return out
+
+    def cumprod_to_tensor_axis(self, cumprod: int) -> Optional[int]:
+        """The last axis ``i`` with ``self.cumprod[i] == cumprod``, or None (mtf's helper)."""
+        products = self.cumprod
+        for i in range(len(products) - 1, -1, -1):
+            if products[i] == cumprod:
+                return i
+        return None
+
+    def resize_dimension(self, name: str, new_size: int) -> "Shape":
+        """A copy where dim ``name`` has ``new_size``."""
+        i = self.index(name)
+        dims = list(self._dims)
+        dims[i] = make_dimension(name, new_size)
+        return Shape(dims)
+
+    def get_dim_by_name(self, name: str) -> Dimension:
+        return self._dims[self.index(name)]
 
     @property
     def ndims(self) -> int:
@@ -233,9 +274,14 @@ class Shape:
         return Shape(self._dims + tuple(extra))
 
     def __sub__(self, other) -> "Shape":
+        if other is None:
+            return self
+        single = isinstance(other, Dimension) or (isinstance(other, str) and ":" not in other)
         names = set()
         for d in _as_names(other):
             if d not in self._index:
+                if not single:
+                    continue  # mtf: shape - [dim] tolerates an absent dim
                 raise ShapeError("cannot remove dimension %r from shape %s: not present"
                                  % (d, self))
             names.add(d)
@@ -282,6 +328,13 @@ class Shape:
     def to_string(self) -> str:
         """The mtf string form, ``"a:2;b:3"``."""
         return ";".join(str(d) for d in self._dims)
+
+
+class IntegerList(list):
+    """A list of sizes that returns a plain copy of itself when called."""
+
+    def __call__(self) -> list:
+        return list(self)
 
 
 def _as_dims(x) -> Sequence[Dimension]:

@@ -13,14 +13,15 @@ import numpy as np
 import tensorflow as tf
 
 from namedmesh.core.dims import Shape, convert_to_shape
+from namedmesh.core.naming import named_op
 from namedmesh.core.tensor import Tensor
-from namedmesh.errors import ShapeError
+from namedmesh.errors import ShapeError, WrongTypeError
 
 
 # -- helpers shared by many ops -------------------------------------------------
 def check_tensor(x, op: str) -> Tensor:
     if not isinstance(x, Tensor):
-        raise TypeError("%s expects a namedmesh.Tensor, got %s" % (op, type(x).__name__))
+        raise WrongTypeError("%s expects a namedmesh.Tensor, got %s" % (op, type(x).__name__))
     return x
 
 
@@ -52,6 +53,15 @@ def _aligned(t, out_shape: Shape):
     if isinstance(t, Tensor):
         return t.mesh.impl.slicewise(lambda v: align_local(v, t.shape, out_shape), t.slices)
     return t
+
+
+def check_same_dtype(tensors, op: str):
+    """mtf's rule: the tensor operands of a binary op share one dtype."""
+    dtypes = [t.dtype for t in tensors]
+    if any(d != dtypes[0] for d in dtypes[1:]):
+        raise WrongTypeError("%s: operands have dtypes %s (shapes %s); mtf requires equal dtypes, "
+                             "cast one first" % (op, [d.name for d in dtypes],
+                                                 [str(t.shape) for t in tensors]))
 
 
 def _is_subsequence(short, long) -> bool:
@@ -100,18 +110,20 @@ def _as_operand(x, like: Tensor, op: str):
         return tf.cast(tf.constant(x), like.dtype)
     if isinstance(x, (tf.Tensor, tf.Variable)) and x.shape.rank == 0:
         return tf.cast(x, like.dtype)
-    raise TypeError("%s: operand %r is neither a namedmesh.Tensor nor a scalar; import tf "
-                    "tensors with namedmesh.import_tf_tensor(mesh, value, shape)" % (op, x))
+    raise WrongTypeError("%s: operand %r is neither a namedmesh.Tensor nor a scalar; import tf "
+                         "tensors with namedmesh.import_tf_tensor(mesh, value, shape)" % (op, x))
 
 
 def binary_op(fn, x1, x2, op: str, output_shape=None, out_dtype=None) -> Tensor:
     """Apply ``fn(a, b)`` slicewise with broadcasting by name."""
     if not isinstance(x1, Tensor) and not isinstance(x2, Tensor):
-        raise TypeError("%s: at least one operand must be a namedmesh.Tensor" % op)
+        raise WrongTypeError("%s: at least one operand must be a namedmesh.Tensor, got %r and %r"
+                             % (op, x1, x2))
     like = x1 if isinstance(x1, Tensor) else x2
     x1 = _as_operand(x1, like, op)
     x2 = _as_operand(x2, like, op)
     tensors = [t for t in (x1, x2) if isinstance(t, Tensor)]
+    check_same_dtype(tensors, op)
     mesh = same_mesh(tensors, op)
     if output_shape is not None:
         out_shape = _check_output_shape(convert_to_shape(output_shape),
@@ -125,91 +137,138 @@ def binary_op(fn, x1, x2, op: str, output_shape=None, out_dtype=None) -> Tensor:
     return Tensor(mesh, out_shape, slices, out_dtype)
 
 
-def unary_op(fn, x: Tensor, op: str) -> Tensor:
+def unary_op(fn, x: Tensor, op: str, out_dtype=None) -> Tensor:
     check_tensor(x, op)
-    return Tensor(x.mesh, x.shape, x.mesh.impl.slicewise(fn, x.slices))
+    return Tensor(x.mesh, x.shape, x.mesh.impl.slicewise(fn, x.slices), out_dtype)
 
 
 # -- arithmetic ----------------------------------------------------------------
-def add(x1, x2, output_shape=None):
+@named_op("add")
+def add(x1, x2, output_shape=None, name=None):
     return binary_op(tf.add, x1, x2, "add", output_shape)
 
 
-def subtract(x1, x2, output_shape=None):
+@named_op("sub")
+def subtract(x1, x2, output_shape=None, name=None):
     return binary_op(tf.subtract, x1, x2, "subtract", output_shape)
 
 
-def multiply(x1, x2, output_shape=None):
+sub = subtract  # mtf's name
+
+
+@named_op("mul")
+def multiply(x1, x2, output_shape=None, name=None):
     return binary_op(tf.multiply, x1, x2, "multiply", output_shape)
 
 
-def divide(x1, x2, output_shape=None):
+@named_op("divide")
+def divide(x1, x2, output_shape=None, name=None):
     return binary_op(tf.divide, x1, x2, "divide", output_shape)
 
 
-def pow(x1, x2, output_shape=None):  # noqa: A001 - mtf's name
+@named_op("pow")
+def pow(x1, x2, output_shape=None, name=None):  # noqa: A001 - mtf's name
+    """``x1 ** x2`` broadcast by name.  mtf computes ``exp(log(x1) * x2)``, which is NaN for
+    negative ``x1``; namedmesh uses ``tf.pow`` (equal for positive ``x1``)."""
     return binary_op(tf.pow, x1, x2, "pow", output_shape)
 
 
-def minimum(x1, x2, output_shape=None):
+mtf_pow = pow
+
+
+@named_op("floordiv")
+def floordiv(x1, x2, output_shape=None, name=None):
+    """``floor(x1 / x2)`` broadcast by name (``tf.math.floordiv``); dtype of the tensor operand."""
+    return binary_op(tf.math.floordiv, x1, x2, "floordiv", output_shape)
+
+
+@named_op("mod")
+def mod(x1, x2, output_shape=None, name=None):
+    """``x1 mod x2`` with the sign of ``x2`` (``tf.math.floormod``), broadcast by name."""
+    return binary_op(tf.math.floormod, x1, x2, "mod", output_shape)
+
+
+@named_op("minimum")
+def minimum(x1, x2, output_shape=None, name=None):
     return binary_op(tf.minimum, x1, x2, "minimum", output_shape)
 
 
-def maximum(x1, x2, output_shape=None):
+@named_op("maximum")
+def maximum(x1, x2, output_shape=None, name=None):
     return binary_op(tf.maximum, x1, x2, "maximum", output_shape)
 
 
 # -- comparisons (bool results) -------------------------------------------------
-def less(x1, x2, output_shape=None):
+@named_op("less")
+def less(x1, x2, output_shape=None, name=None):
     return binary_op(tf.less, x1, x2, "less", output_shape, tf.bool)
 
 
-def less_equal(x1, x2, output_shape=None):
+@named_op("less_equal")
+def less_equal(x1, x2, output_shape=None, name=None):
     return binary_op(tf.less_equal, x1, x2, "less_equal", output_shape, tf.bool)
 
 
-def greater(x1, x2, output_shape=None):
+@named_op("greater")
+def greater(x1, x2, output_shape=None, name=None):
     return binary_op(tf.greater, x1, x2, "greater", output_shape, tf.bool)
 
 
-def greater_equal(x1, x2, output_shape=None):
+@named_op("greater_equal")
+def greater_equal(x1, x2, output_shape=None, name=None):
     return binary_op(tf.greater_equal, x1, x2, "greater_equal", output_shape, tf.bool)
 
 
-def equal(x1, x2, output_shape=None):
+@named_op("equal")
+def equal(x1, x2, output_shape=None, name=None):
     return binary_op(tf.equal, x1, x2, "equal", output_shape, tf.bool)
 
 
-def not_equal(x1, x2, output_shape=None):
+@named_op("not_equal")
+def not_equal(x1, x2, output_shape=None, name=None):
     return binary_op(tf.not_equal, x1, x2, "not_equal", output_shape, tf.bool)
 
 
-def logical_and(x1, x2, output_shape=None):
+@named_op("logical_and")
+def logical_and(x1, x2, output_shape=None, name=None):
     return binary_op(tf.logical_and, x1, x2, "logical_and", output_shape, tf.bool)
 
 
-def logical_or(x1, x2, output_shape=None):
+@named_op("logical_or")
+def logical_or(x1, x2, output_shape=None, name=None):
     return binary_op(tf.logical_or, x1, x2, "logical_or", output_shape, tf.bool)
 
 
-def logical_not(x):
+@named_op("logical_not")
+def logical_not(x, name=None):
     return unary_op(tf.logical_not, x, "logical_not")
 
 
-def where(condition, if_true, if_false, output_shape=None) -> Tensor:
-    """``if_true`` where ``condition`` else ``if_false``, broadcast by name."""
+@named_op("where")
+def where(condition, if_true, if_false, output_shape=None, name=None) -> Tensor:
+    """``if_true`` where ``condition`` else ``if_false``, broadcast by name.
+
+    Output dims as mtf orders them: ``broadcast(if_true, condition)`` then the
+    new dims of ``broadcast(if_false, condition)``; scalars are allowed for
+    ``if_true`` / ``if_false``.  mtf computes ``t * c + f * (1 - c)``, which turns
+    an ``inf`` in the branch not taken into NaN; namedmesh selects (``tf.where``).
+    """
     check_tensor(condition, "where")
     like = if_true if isinstance(if_true, Tensor) else if_false
     if not isinstance(like, Tensor):
-        raise TypeError("where: if_true or if_false must be a namedmesh.Tensor")
+        raise WrongTypeError("where: if_true or if_false must be a namedmesh.Tensor, got %r and %r"
+                             % (if_true, if_false))
     if_true = _as_operand(if_true, like, "where")
     if_false = _as_operand(if_false, like, "where")
     tensors = [t for t in (condition, if_true, if_false) if isinstance(t, Tensor)]
     mesh = same_mesh(tensors, "where")
+    check_same_dtype([t for t in (if_true, if_false) if isinstance(t, Tensor)], "where")
     if output_shape is None:
-        out_shape = tensors[0].shape
-        for t in tensors[1:]:
-            out_shape = broadcast_shape(out_shape, t.shape, "where")
+        def with_condition(t):
+            if not isinstance(t, Tensor):
+                return condition.shape
+            return broadcast_shape(t.shape, condition.shape, "where")
+        out_shape = broadcast_shape(with_condition(if_true), with_condition(if_false), "where")
     else:
         out_shape = _check_output_shape(convert_to_shape(output_shape),
                                         [t.shape for t in tensors], "where")
@@ -224,102 +283,93 @@ def where(condition, if_true, if_false, output_shape=None) -> Tensor:
 
 
 # -- unary maths --------------------------------------------------------------
-def negative(x):
-    return unary_op(tf.negative, x, "negative")
+def _unary(tf_fn, default_name: str, doc: str = None):
+    """An mtf unary op ``fn(x, name=None)`` applying ``tf_fn`` to every slice."""
+
+    @named_op(default_name)
+    def op(x, name=None):
+        return unary_op(tf_fn, x, default_name)
+
+    op.__name__ = op.__qualname__ = default_name
+    op.__doc__ = doc or "``%s`` of every element; output dims = x's dims." % default_name
+    return op
 
 
-def abs(x):  # noqa: A001 - mtf's name
-    return unary_op(tf.abs, x, "abs")
-
-
-def exp(x):
-    return unary_op(tf.exp, x, "exp")
-
-
-def log(x):
-    return unary_op(tf.math.log, x, "log")
-
-
-def sqrt(x):
-    return unary_op(tf.sqrt, x, "sqrt")
-
-
-def rsqrt(x):
-    return unary_op(tf.math.rsqrt, x, "rsqrt")
-
-
-def square(x):
-    return unary_op(tf.square, x, "square")
-
-
-def reciprocal(x):
-    return unary_op(tf.math.reciprocal, x, "reciprocal")
-
-
-def relu(x):
-    return unary_op(tf.nn.relu, x, "relu")
-
-
-def gelu(x):
-    """mtf's gelu: the tanh approximation."""
-    return unary_op(lambda v: tf.nn.gelu(v, approximate=True), x, "gelu")
-
-
-def sigmoid(x):
-    return unary_op(tf.sigmoid, x, "sigmoid")
-
-
-def tanh(x):
-    return unary_op(tf.tanh, x, "tanh")
-
-
-def softplus(x):
-    return unary_op(tf.nn.softplus, x, "softplus")
-
-
-def silu(x):
-    return unary_op(tf.nn.silu, x, "silu")
-
-
+identity = _unary(tf.identity, "identity")
+negative = _unary(tf.negative, "negative")
+abs = _unary(tf.abs, "abs")  # noqa: A001 - mtf's name
+mtf_abs = abs
+sign = _unary(tf.sign, "sign", "-1, 0 or 1 by the sign of each element (no gradient, as in mtf).")
+exp = _unary(tf.exp, "exp")
+log = _unary(tf.math.log, "log")
+sqrt = _unary(tf.sqrt, "sqrt")
+rsqrt = _unary(tf.math.rsqrt, "rsqrt")
+square = _unary(tf.square, "square")
+reciprocal = _unary(tf.math.reciprocal, "reciprocal")
+sin = _unary(tf.sin, "sin")
+cos = _unary(tf.cos, "cos")
+relu = _unary(tf.nn.relu, "relu")
+gelu = _unary(lambda v: tf.nn.gelu(v, approximate=True), "gelu",
+              "mtf's gelu: the tanh approximation ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.")
+elu = _unary(tf.nn.elu, "elu")
+selu = _unary(tf.nn.selu, "selu")
+sigmoid = _unary(tf.sigmoid, "sigmoid")
+tanh = _unary(tf.tanh, "tanh")
+softplus = _unary(tf.nn.softplus, "softplus")
+silu = _unary(tf.nn.silu, "swish", "``x * sigmoid(x)`` (mtf's swish).")
 swish = silu
+stop_gradient = _unary(tf.stop_gradient, "stop_gradient")
 
 
-def stop_gradient(x):
-    return unary_op(tf.stop_gradient, x, "stop_gradient")
+@named_op("squared_relu")
+def squared_relu(x, name=None):
+    """``relu(x) ** 2`` (the Primer paper's activation)."""
+    return unary_op(lambda v: tf.square(tf.nn.relu(v)), x, "squared_relu")
 
 
-def cast(x, dtype):
-    """``x`` converted to ``dtype`` (``tf.DType`` or its name)."""
+@named_op("leaky_relu")
+def leaky_relu(x, alpha=0.2, name=None):
+    """``x`` where ``x > 0`` else ``alpha * x``."""
+    return unary_op(lambda v: tf.nn.leaky_relu(v, alpha), x, "leaky_relu")
+
+
+@named_op("cast")
+def cast(x, dtype, name=None):
+    """``x`` converted to ``dtype`` (``tf.DType`` or its name); ``x`` itself if it has it."""
     dtype = tf.as_dtype(dtype)
     check_tensor(x, "cast")
+    if x.dtype == dtype:
+        return x
     return Tensor(x.mesh, x.shape, x.mesh.impl.slicewise(lambda v: tf.cast(v, dtype), x.slices),
                   dtype)
 
 
-def to_float(x):
-    return cast(x, tf.float32)
+def to_float(x, name=None):
+    return cast(x, tf.float32, name=name or "to_float")
 
 
-def to_bfloat16(x):
-    return cast(x, tf.bfloat16)
+def to_bfloat16(x, name=None):
+    return cast(x, tf.bfloat16, name=name or "to_bfloat16")
 
 
-def to_int32(x):
-    return cast(x, tf.int32)
+def to_int32(x, name=None):
+    return cast(x, tf.int32, name=name or "to_int32")
 
 
-def add_n(xs):
-    """Sum of a list of Tensors (broadcast by name)."""
+@named_op("add_n")
+def add_n(xs, name=None):
+    """Sum of a list of Tensors (broadcast by name); ``0`` for an empty list, as in mtf."""
     xs = list(xs)
     if not xs:
-        raise ShapeError("add_n needs at least one tensor")
+        return 0
     out = xs[0]
     for x in xs[1:]:
         out = add(out, x)
     return out
 
 
-def broadcast(x, new_shape) -> Tensor:
+@named_op("broadcast")
+def broadcast(x, new_shape, name=None) -> Tensor:
     """``x`` broadcast to ``new_shape``, a superset of its dims (any order)."""
     check_tensor(x, "broadcast")
     new_shape = convert_to_shape(new_shape)
@@ -330,6 +380,8 @@ def broadcast(x, new_shape) -> Tensor:
         if new_shape[d.name].size != d.size:
             raise ShapeError("broadcast: dim %r has size %d in %s but %d in the new shape %s"
                              % (d.name, d.size, x.shape, new_shape[d.name].size, new_shape))
+    if new_shape == x.shape:
+        return x
     sizes = x.mesh.tensor_layout(new_shape).slice_sizes
     return Tensor(x.mesh, new_shape, x.mesh.impl.slicewise(
         lambda v: tf.broadcast_to(align_local(v, x.shape, new_shape), sizes), x.slices))

@@ -7,9 +7,10 @@ import tensorflow as tf
 
 from namedmesh.core.contraction import reduce_max, reduce_sum
 from namedmesh.core.dims import Shape, convert_to_dimension
-from namedmesh.core.elementwise import check_tensor, exp, log, stop_gradient
+from namedmesh.core.elementwise import check_tensor, exp, log, maximum, stop_gradient
+from namedmesh.core.naming import named_op
 from namedmesh.core.tensor import Tensor
-from namedmesh.errors import ShapeError
+from namedmesh.errors import ShapeError, WrongTypeError
 
 
 def _require_dim(x: Tensor, dim, op: str):
@@ -23,24 +24,41 @@ def _require_dim(x: Tensor, dim, op: str):
     return x.shape[name]
 
 
-def reduce_logsumexp(x: Tensor, reduced_dim) -> Tensor:
-    """``log(reduce_sum(exp(x)))`` over ``reduced_dim``, computed stably (mtf's form)."""
+@named_op("reduce_logsumexp")
+def reduce_logsumexp(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Tensor:
+    """``log(reduce_sum(exp(x)))`` over ``reduced_dim``, computed stably (mtf's form).
+
+    ``extra_logit``: an optional scalar or Tensor broadcastable to x's dims
+    without ``reduced_dim``, counted as one more logit (``exp(extra_logit)`` is
+    added to the sum).  Output dims: x's dims without ``reduced_dim``.
+    """
+    check_tensor(x, "reduce_logsumexp")
     dim = _require_dim(x, reduced_dim, "reduce_logsumexp")
     max_logit = reduce_max(stop_gradient(x), reduced_dim=dim)
-    return log(reduce_sum(exp(x - max_logit), reduced_dim=dim)) + max_logit
+    if extra_logit is not None:
+        if isinstance(extra_logit, Tensor):
+            extra_logit = stop_gradient(extra_logit)
+        max_logit = maximum(max_logit, extra_logit)
+    sum_exp = reduce_sum(exp(x - max_logit), reduced_dim=dim)
+    if extra_logit is not None:
+        sum_exp = sum_exp + exp(extra_logit - max_logit)
+    return log(sum_exp) + max_logit
 
 
-def log_softmax(x: Tensor, reduced_dim) -> Tensor:
-    """``x - logsumexp(x)`` over ``reduced_dim``; output dims = x's dims."""
-    return x - reduce_logsumexp(x, reduced_dim)
+@named_op("log_softmax")
+def log_softmax(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Tensor:
+    """``x - reduce_logsumexp(x, reduced_dim, extra_logit)``; output dims = x's dims."""
+    return x - reduce_logsumexp(x, reduced_dim, extra_logit=extra_logit)
 
 
-def softmax(x: Tensor, reduced_dim) -> Tensor:
+@named_op("softmax")
+def softmax(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Tensor:
     """Softmax over ``reduced_dim`` (mtf: ``exp(log_softmax(x))``); output dims = x's dims."""
-    return exp(log_softmax(x, reduced_dim))
+    return exp(log_softmax(x, reduced_dim, extra_logit=extra_logit))
 
 
-def top_1(x: Tensor, reduced_dim):
+@named_op("top_1")
+def top_1(x: Tensor, reduced_dim, name=None):
     """``(values, indices)``: the max over ``reduced_dim`` and its int32 position.
 
     Output dims: x's dims without ``reduced_dim``.  Ties go to the first
@@ -53,19 +71,22 @@ def top_1(x: Tensor, reduced_dim):
     return lower_top_1(x, dim)
 
 
-def argmax(x: Tensor, reduced_dim) -> Tensor:
+@named_op("argmax")
+def argmax(x: Tensor, reduced_dim, name=None) -> Tensor:
     """int32 position of the max over ``reduced_dim`` (first on ties)."""
     return top_1(x, reduced_dim)[1]
 
 
-def one_hot(indices: Tensor, output_dim, on_value=1.0, off_value=0.0, dtype=tf.float32) -> Tensor:
+@named_op("one_hot")
+def one_hot(indices: Tensor, output_dim, on_value=1.0, off_value=0.0, dtype=tf.float32,
+            name=None) -> Tensor:
     """``[*indices.dims, output_dim]``: ``on_value`` at each index, else ``off_value``.
 
     Indices outside ``[0, output_dim.size)`` give an all-``off_value`` row.
     """
     check_tensor(indices, "one_hot")
     if not indices.dtype.is_integer:
-        raise TypeError("one_hot: indices must be an integer tensor, got %s %s"
+        raise WrongTypeError("one_hot: indices must be an integer tensor, got %s %s"
                         % (indices.dtype.name, indices.shape))
     output_dim = convert_to_dimension(output_dim)
     if output_dim.name in indices.shape:
@@ -88,31 +109,15 @@ def one_hot(indices: Tensor, output_dim, on_value=1.0, off_value=0.0, dtype=tf.f
     return Tensor(mesh, out_shape, mesh.impl.slicewise(fn, indices.slices, coords), dtype)
 
 
-def cumsum(x: Tensor, dim, exclusive: bool = False) -> Tensor:
-    """Cumulative sum along ``dim`` (``exclusive``: each position excludes itself)."""
+@named_op("cumsum")
+def cumsum(x: Tensor, dim, exclusive: bool = False, reverse: bool = False, name=None) -> Tensor:
+    """Cumulative sum along ``dim``; output dims = x's dims.
+
+    ``exclusive``: each position excludes itself.  ``reverse``: sum from the
+    end (a namedmesh extension; mtf 0.1.21 has no ``reverse``).  A split ``dim``
+    costs one all-gather of the per-processor totals.
+    """
     check_tensor(x, "cumsum")
     dim = _require_dim(x, dim, "cumsum")
     from namedmesh.lowering.selection import lower_cumsum
-    return lower_cumsum(x, dim, exclusive)
-
-
-def dropout(x: Tensor, rate: float, seed, noise_shape=None) -> Tensor:
-    """Zero each element with probability ``rate`` and scale the rest by ``1 / (1 - rate)``.
-
-    ``noise_shape``: a subset of x's dims over which the mask varies (default: all).
-    ``seed``: as for ``random_uniform``; the mask depends only on the seed and shape.
-    """
-    from namedmesh.core.creation import random_uniform
-    from namedmesh.core.dims import convert_to_shape
-    from namedmesh.core.elementwise import greater_equal, to_float
-    check_tensor(x, "dropout")
-    if not 0.0 <= rate < 1.0:
-        raise ShapeError("dropout: rate must be in [0, 1), got %r" % (rate,))
-    if rate == 0.0:
-        return x
-    shape = convert_to_shape(noise_shape) if noise_shape is not None else x.shape
-    keep = to_float(greater_equal(random_uniform(x.mesh, shape, seed), rate))
-    if x.dtype != tf.float32:
-        from namedmesh.core.elementwise import cast
-        keep = cast(keep, x.dtype)
-    return x * keep * (1.0 / (1.0 - rate))
+    return lower_cumsum(x, dim, exclusive, reverse)

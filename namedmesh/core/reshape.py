@@ -1,17 +1,21 @@
-"""Reshape, rename and replace dims: same elements, new names or grouping.
+"""Reshape, rename, replace and transpose dims: same elements, new names, grouping or order.
 
 ``reshape(x, new_shape)`` reinterprets the row-major element order of ``x``
 under ``new_shape`` (same total size).  On a mesh it can move which dim is
 split: see ``namedmesh.lowering.reshape_plan`` for the collectives that costs.
+``transpose`` keeps every element where it is by name and only changes the
+axis order (local work, never communication).
 """
 
 from namedmesh.core.dims import Dimension, Shape, convert_to_dimension, convert_to_shape
 from namedmesh.core.elementwise import check_tensor
+from namedmesh.core.naming import named_op
 from namedmesh.core.tensor import Tensor
-from namedmesh.errors import ShapeError
+from namedmesh.errors import ShapeError, WrongTypeError
 
 
-def reshape(x: Tensor, new_shape) -> Tensor:
+@named_op("reshape")
+def reshape(x: Tensor, new_shape, name=None) -> Tensor:
     """``x`` with dims ``new_shape`` (row-major order kept; sizes must multiply to the same total)."""
     check_tensor(x, "reshape")
     new_shape = convert_to_shape(new_shape)
@@ -27,7 +31,22 @@ def reshape(x: Tensor, new_shape) -> Tensor:
     return lower_reshape(x, new_shape)
 
 
-def rename_dimension(x: Tensor, old_name: str, new_name: str) -> Tensor:
+@named_op("transpose")
+def transpose(x: Tensor, new_shape, name=None) -> Tensor:
+    """``x`` with its dims in the order of ``new_shape`` (the same dims, any order)."""
+    check_tensor(x, "transpose")
+    new_shape = convert_to_shape(new_shape)
+    if set(new_shape.dims) != set(x.shape.dims) or len(new_shape) != len(x.shape):
+        raise ShapeError("transpose: new shape %s must have exactly the dims of x %s"
+                         % (new_shape, x.shape))
+    if new_shape == x.shape:
+        return x
+    from namedmesh.core.contraction import einsum
+    return einsum([x], output_shape=new_shape)
+
+
+@named_op("rename_dimension")
+def rename_dimension(x: Tensor, old_name: str, new_name: str, name=None) -> Tensor:
     """``x`` with dim ``old_name`` called ``new_name`` (same size and position)."""
     check_tensor(x, "rename_dimension")
     if old_name not in x.shape:
@@ -35,24 +54,37 @@ def rename_dimension(x: Tensor, old_name: str, new_name: str) -> Tensor:
     return reshape(x, x.shape.rename_dimension(old_name, new_name))
 
 
-def replace_dimensions(tensor_or_shape, old_dims, new_dims):
-    """Replace ``old_dims`` (one dim or a list, adjacent) by ``new_dims`` in a Tensor or Shape.
+def _dim_list(x, what: str) -> list:
+    items = [x] if isinstance(x, (Dimension, str)) else x
+    if not isinstance(items, (list, tuple, Shape)) or not len(items):
+        raise ShapeError("replace_dimensions: %s must be a Dimension or a non-empty list of "
+                         "Dimensions, got %r" % (what, x))
+    return list(items)
 
-    For a Tensor this is a reshape; the new dims take the place of the first old dim.
-    """
-    shape = tensor_or_shape.shape if isinstance(tensor_or_shape, Tensor) else convert_to_shape(
-        tensor_or_shape)
-    old = [old_dims] if isinstance(old_dims, (Dimension, str)) else list(old_dims)
-    new = [new_dims] if isinstance(new_dims, (Dimension, str)) else list(new_dims)
-    old_names = [d.name if isinstance(d, Dimension) else str(d).split(":")[0] for d in old]
-    for n in old_names:
-        if n not in shape:
-            raise ShapeError("replace_dimensions: %r is not a dim of %s" % (n, shape))
-    positions = [shape.index(n) for n in old_names]
-    first = min(positions)
-    dims = [d for d in shape.dims if d.name not in old_names]
-    dims[first:first] = [convert_to_dimension(d) for d in new]
-    result = Shape(dims)
+
+def replace_dimensions(tensor_or_shape, old_dim_or_dims, new_dim_or_dims):
+    """Replace ``old_dim_or_dims`` (one dim or a list that occurs consecutively, in that
+    order) by ``new_dim_or_dims`` in a Tensor (a reshape) or a Shape (mtf's rule)."""
     if isinstance(tensor_or_shape, Tensor):
-        return reshape(tensor_or_shape, result)
-    return result
+        return reshape(tensor_or_shape, replace_dimensions(tensor_or_shape.shape,
+                                                           old_dim_or_dims, new_dim_or_dims))
+    if not isinstance(tensor_or_shape, (Shape, str, list, tuple)):
+        raise WrongTypeError("replace_dimensions: expected a Tensor or a Shape, got %r"
+                             % (tensor_or_shape,))
+    shape = convert_to_shape(tensor_or_shape)
+    old = _dim_list(old_dim_or_dims, "old_dim_or_dims")
+    new = [convert_to_dimension(d) for d in _dim_list(new_dim_or_dims, "new_dim_or_dims")]
+    positions = []
+    for d in old:
+        key = d if isinstance(d, (Dimension, str)) and (
+            isinstance(d, Dimension) or ":" not in d) else convert_to_dimension(d)
+        name = key.name if isinstance(key, Dimension) else key
+        if name not in shape or (isinstance(key, Dimension) and shape[name].size != key.size):
+            raise ShapeError("replace_dimensions: %s is not a dim of %s" % (key, shape))
+        positions.append(shape.index(name))
+    first = positions[0]
+    if positions != list(range(first, first + len(positions))):
+        raise ShapeError("replace_dimensions: the old dims %s must occur consecutively and in "
+                         "that order in %s" % ([str(shape.dims[i]) for i in positions], shape))
+    dims = shape.dims
+    return Shape(dims[:first] + new + dims[first + len(positions):])

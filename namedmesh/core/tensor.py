@@ -10,7 +10,8 @@ from typing import Optional
 import tensorflow as tf
 
 from namedmesh.core.dims import Shape, convert_to_shape
-from namedmesh.errors import ShapeError
+from namedmesh.core.naming import scope_name
+from namedmesh.errors import ShapeError, WrongTypeError
 
 
 class Tensor:
@@ -91,6 +92,18 @@ class Tensor:
     def __pow__(self, other):
         return _ew().pow(self, other)
 
+    def __floordiv__(self, other):
+        return _ew().floordiv(self, other)
+
+    def __rfloordiv__(self, other):
+        return _ew().floordiv(other, self)
+
+    def __mod__(self, other):
+        return _ew().mod(self, other)
+
+    def __rmod__(self, other):
+        return _ew().mod(other, self)
+
     def __lt__(self, other):
         return _ew().less(self, other)
 
@@ -111,17 +124,26 @@ def _ew():
     return elementwise
 
 
-def import_tf_tensor(mesh, value, shape) -> Tensor:
+def import_tf_tensor(mesh, value, shape=None, name=None) -> Tensor:
     """A namedmesh Tensor holding the global ``value`` with dims ``shape``.
 
     ``value``: anything ``tf.convert_to_tensor`` accepts, whose static shape
-    equals the sizes of ``shape`` in order.  On a multi-processor mesh each
-    processor keeps its slice (a local copy, no communication).
+    equals the sizes of ``shape`` in order (``shape=None``: a scalar, as in mtf).
+    On a multi-processor mesh each processor keeps its slice (a local copy, no
+    communication).
     """
-    shape = convert_to_shape(shape)
-    if shape is None:
-        raise ShapeError("import_tf_tensor needs a shape, got None")
+    with tf.name_scope(scope_name(name or "import")):
+        return _import(mesh, value, shape)
+
+
+def _import(mesh, value, shape) -> Tensor:
     value = tf.convert_to_tensor(value)
+    if shape is None:
+        if value.shape.rank != 0:
+            raise ShapeError("import_tf_tensor: without a shape the value must be a scalar, got "
+                             "a value of shape %s" % value.shape.as_list())
+        shape = Shape([])
+    shape = convert_to_shape(shape)
     static = value.shape
     if static.rank is not None and static.rank != shape.ndims:
         raise ShapeError("import_tf_tensor: value has rank %d (shape %s) but the named shape %s "
@@ -140,5 +162,37 @@ def import_tf_tensor(mesh, value, shape) -> Tensor:
 def export_to_tf_tensor(t: Tensor) -> tf.Tensor:
     """The global ``tf.Tensor`` of ``t``, axes in the order of ``t.shape``."""
     if not isinstance(t, Tensor):
-        raise TypeError("export_to_tf_tensor expects a namedmesh.Tensor, got %r" % (t,))
+        raise WrongTypeError("export_to_tf_tensor expects a namedmesh.Tensor, got %r" % (t,))
     return t.mesh.impl.export_to_tf_tensor(t.slices, t.layout)
+
+
+def import_laid_out_tensor(mesh, laid_out_tensor, shape, name=None) -> Tensor:
+    """A Tensor from slices that are already laid out (mtf's expert import).
+
+    ``laid_out_tensor``: one ``tf.Tensor`` per local processor (a list or
+    tuple; an object with mtf's ``tensor_list`` works too), each of the slice
+    shape ``shape`` has on ``mesh``.
+    """
+    shape = convert_to_shape(shape)
+    slices = getattr(laid_out_tensor, "tensor_list", laid_out_tensor)
+    if isinstance(slices, (tf.Tensor, tf.Variable)):
+        slices = [slices]
+    slices = [tf.convert_to_tensor(s) for s in slices]
+    expected = list(mesh.tensor_layout(shape).slice_sizes)
+    if len(slices) != mesh.impl.num_local_slices:
+        raise ShapeError("import_laid_out_tensor: %d slices given but this process holds %d "
+                         "slices of mesh %s" % (len(slices), mesh.impl.num_local_slices,
+                                                mesh.describe()))
+    for i, s in enumerate(slices):
+        if s.shape.as_list() != expected:
+            raise ShapeError("import_laid_out_tensor: slice %d has shape %s but dims %s laid out "
+                             "as %s need slices of shape %s" % (i, s.shape.as_list(), shape,
+                                                                 mesh.describe_layout(shape),
+                                                                 expected))
+    with tf.name_scope(scope_name(name or "import_laid_out_tensor")):
+        return Tensor(mesh, shape, mesh.impl.slicewise(tf.identity, tuple(slices)), slices[0].dtype)
+
+
+def import_fully_replicated(mesh, value, shape, name=None) -> Tensor:
+    """``import_tf_tensor`` for a value that every processor holds whole (mtf's name)."""
+    return import_tf_tensor(mesh, value, shape, name=name or "import_fully_replicated")

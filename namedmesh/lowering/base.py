@@ -8,7 +8,9 @@ Ops are written once, SPMD style, against this interface:
 * ``slicewise(fn, *args)``: run ``fn`` on each processor's slices;
 * ``pcoord(axis)``: each processor's coordinate along a mesh axis;
 * ``allreduce`` / ``alltoall`` / ``allconcat`` over the groups of one or more
-  mesh axes, with gradients that are their exact adjoints.
+  mesh axes, and ``receive`` (a neighbour exchange along one mesh axis, as
+  mtf's ``receive`` / ``shift_by_n_processors``), with gradients that are their
+  exact adjoints.
 
 Gradients follow the *joint* convention: TensorFlow differentiates the
 program that all processors run together, each copy of a replicated value
@@ -85,6 +87,46 @@ class MeshImpl(abc.ABC):
         self.record_collective("all_gather", [mesh_axis], x, shape, concat_axis=concat_axis)
         return self._allconcat(x, mesh_axis, concat_axis)
 
+    def receive(self, x: LaidOut, mesh_axis: int, source_pcoord, shape=None) -> LaidOut:
+        """Neighbour exchange within the groups along ``mesh_axis`` (mtf's ``receive``).
+
+        The member at coordinate ``k`` of each group gets the slice of the member
+        at ``source_pcoord[k]``, or zeros where that is None.  Sources must be
+        distinct (each slice goes to at most one member).  The identity map moves
+        nothing and is not a collective.
+        """
+        n = self.mesh.shape.dims[mesh_axis].size
+        sources = tuple(None if s is None else int(s) for s in source_pcoord)
+        if len(sources) != n or any(s is not None and not 0 <= s < n for s in sources):
+            raise ValueError("receive: source_pcoord %r must give, for each of the %d members "
+                             "along mesh dim %r, a member coordinate or None"
+                             % (list(source_pcoord), n, self.mesh.shape.dims[mesh_axis].name))
+        used = [s for s in sources if s is not None]
+        if len(set(used)) != len(used):
+            raise ValueError("receive: source_pcoord %r sends one slice to two members"
+                             % (list(source_pcoord),))
+        if sources == tuple(range(n)):
+            return x
+        self.record_collective("permute", [mesh_axis], x, shape, sources=sources)
+        return self._receive(x, mesh_axis, sources)
+
+    def shift_by_n_processors(self, x: LaidOut, mesh_axis: int, offset: int, wrap: bool,
+                              shape=None) -> LaidOut:
+        """Each processor receives the slice of the member ``offset`` places before it
+        along ``mesh_axis``; past the ends: wrap around, or zeros (mtf's method)."""
+        n = self.mesh.shape.dims[mesh_axis].size
+        sources = []
+        for k in range(n):
+            c = k - offset
+            if c != c % n:
+                c = c % n if wrap else None
+            sources.append(c)
+        return self.receive(x, mesh_axis, sources, shape=shape)
+
+    def _receive(self, x: LaidOut, mesh_axis: int, sources) -> LaidOut:
+        """receive along a mesh axis (a map that is not the identity)."""
+        raise NotImplementedError("%s has no neighbour exchange" % type(self).__name__)
+
     @abc.abstractmethod
     def _allreduce(self, x: LaidOut, mesh_axes: Sequence[int], reduction: str) -> LaidOut:
         """allreduce over mesh axes of size > 1."""
@@ -103,7 +145,7 @@ class MeshImpl(abc.ABC):
         return True
 
     def record_collective(self, kind, mesh_axes, x, shape=None, reduction=None, split_axis=None,
-                          concat_axis=None, new_shape=None):
+                          concat_axis=None, new_shape=None, sources=None):
         if not trace.active() or not self.should_record():
             return
         mesh = self.mesh
@@ -126,6 +168,7 @@ class MeshImpl(abc.ABC):
             split_axis=split_axis,
             concat_axis=concat_axis,
             new_shape=mesh.describe_layout(new_shape) if new_shape is not None else None,
+            **({"sources": tuple(sources)} if sources is not None else {}),
         )
 
     def allsplit(self, x: LaidOut, mesh_axis: int, split_axis: int) -> LaidOut:

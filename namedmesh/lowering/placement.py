@@ -74,6 +74,15 @@ class PlacementImpl(MeshImpl):
                     out[p] = tf.concat([x[s] for s in group], axis=concat_axis)
         return tuple(out)
 
+    def _receive(self, x, mesh_axis, sources) -> LaidOut:
+        out = list(x)
+        for group in self.mesh.groups([mesh_axis]):
+            for k, p in enumerate(group):
+                with self.on(p):
+                    src = sources[k]
+                    out[p] = tf.zeros_like(x[p]) if src is None else tf.identity(x[group[src]])
+        return tuple(out)
+
     # -- import / export ----------------------------------------------------------
     def import_tf_tensor(self, value, layout) -> LaidOut:
         if self.mesh.size == 1:

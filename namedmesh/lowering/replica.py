@@ -171,6 +171,22 @@ class ReplicaImpl(MeshImpl):
             return self._raw_allconcat(v, mesh_axis, concat_axis, n), grad
         return (gathered(x[0]),)
 
+    def _receive(self, x, mesh_axis, sources) -> LaidOut:
+        inverse = [None] * len(sources)
+        for k, s in enumerate(sources):
+            if s is not None:
+                inverse[s] = k
+        inverse = tuple(inverse)
+
+        @tf.custom_gradient
+        def received(v):
+            def grad(dy):  # each slice went to at most one member: send the gradient back
+                with trace.backward_phase():
+                    self.record_collective("permute", [mesh_axis], (dy,), None, sources=inverse)
+                    return self._raw_receive(dy, mesh_axis, inverse)
+            return self._raw_receive(v, mesh_axis, sources), grad
+        return (received(x[0]),)
+
     # -- import / export -----------------------------------------------------------
     def import_tf_tensor(self, value, layout) -> LaidOut:
         self._context()
@@ -258,6 +274,18 @@ class CollectiveReplicaImpl(ReplicaImpl):
                                                 **self._group_args([mesh_axis]))
         return tf.concat(tf.unstack(stacked, num=n, axis=0), axis=concat_axis)
 
+    def _raw_receive(self, v, mesh_axis, sources):
+        """Neighbour exchange as one all-to-all: TF has no grouped permute collective for
+        CPU/GPU outside XLA, so each member sends its slice in the piece of the member that
+        receives it and zeros elsewhere (group_size times the data of a true permute)."""
+        n = self.mesh.shape.dims[mesh_axis].size
+        me = self.pcoord(mesh_axis)[0]
+        zeros = tf.zeros_like(v)
+        pieces = tf.stack([v if sources[k] == me else zeros for k in range(n)], axis=0)
+        out = tf.raw_ops.CollectiveAllToAllV2(input=pieces, **self._group_args([mesh_axis]))
+        source = sources[me]
+        return zeros if source is None else out[source]
+
 
 def tpu_group_assignment(mesh, mesh_axes):
     """TPU ``group_assignment`` for collectives along ``mesh_axes``: the mesh groups,
@@ -299,3 +327,9 @@ class TpuReplicaImpl(ReplicaImpl):
     def _raw_allconcat(self, v, mesh_axis, concat_axis, n):
         every = self._gather_all(v, [mesh_axis])
         return tf.concat(tf.unstack(every, num=n, axis=0), axis=concat_axis)
+
+    def _raw_receive(self, v, mesh_axis, sources):
+        from tensorflow.python.tpu.ops import tpu_ops
+        pairs = [[g[s], g[k]] for g in tpu_group_assignment(self.mesh, [mesh_axis])
+                 for k, s in enumerate(sources) if s is not None]
+        return tpu_ops.collective_permute(v, pairs)  # members no pair targets get zeros

@@ -56,21 +56,67 @@ def lower_top_1(x: Tensor, dim):
     return values, indices
 
 
-def lower_cumsum(x: Tensor, dim, exclusive: bool) -> Tensor:
+def lower_cumsum(x: Tensor, dim, exclusive: bool, reverse: bool = False) -> Tensor:
     mesh = x.mesh
     impl = mesh.impl
     axis = x.shape.index(dim.name)
     mesh_axis = x.layout.mesh_axes[axis]
-    local = impl.slicewise(lambda v: tf.cumsum(v, axis, exclusive=exclusive), x.slices)
+    local = impl.slicewise(lambda v: tf.cumsum(v, axis, exclusive=exclusive, reverse=reverse),
+                           x.slices)
     if mesh_axis is None:
         return Tensor(mesh, x.shape, local, x.dtype)
-    # split: add the sum of all earlier processors' pieces (one all-gather of the totals)
+    # split: add the sum of all earlier (reverse: later) processors' pieces
+    # (one all-gather of the totals)
     totals = impl.slicewise(lambda v: tf.reduce_sum(v, axis, keepdims=True), x.slices)
     every = impl.allconcat(totals, mesh_axis, axis, shape=x.shape)
 
     def add_prefix(piece, all_totals, coord):
-        before = tf.cumsum(all_totals, axis, exclusive=True)
+        before = tf.cumsum(all_totals, axis, exclusive=True, reverse=reverse)
         return piece + tf.gather(before, tf.reshape(tf.cast(coord, tf.int32), [1]), axis=axis)
 
     return Tensor(mesh, x.shape, impl.slicewise(add_prefix, local, every, impl.pcoord(mesh_axis)),
                   x.dtype)
+
+
+def lower_top_k(x: Tensor, dim, k_dim) -> tuple:
+    """mtf's ``TopKOperation.lower``: local ``top_k`` with the reduced dim last; a split
+    reduced dim adds the processor offset to the indices, all-gathers values and indices
+    (two all-gathers) and takes the top ``k`` of the gathered candidates."""
+    from namedmesh.core.dims import Shape
+    mesh = x.mesh
+    impl = mesh.impl
+    axis = x.shape.index(dim.name)
+    mesh_axis = x.layout.mesh_axes[axis]
+    out_shape = Shape((x.shape - dim.name).dims + [k_dim])
+    local_size = x.layout.slice_sizes[axis]
+    k = k_dim.size
+    local_k = min(k, local_size)
+
+    def local(v, coord):
+        values, indices = tf.math.top_k(_move_last(v, axis), local_k)
+        if mesh_axis is not None:
+            indices = indices + tf.cast(coord * local_size, tf.int32)
+        return values, indices
+
+    coords = impl.pcoord(mesh_axis) if mesh_axis is not None else impl.pcoord_or_none()
+    pairs = impl.slicewise(local, x.slices, coords)
+    values = tuple(p[0] for p in pairs)
+    indices = tuple(p[1] for p in pairs)
+    last = x.shape.ndims - 1
+    if mesh_axis is not None:
+        candidates = Shape((x.shape - dim.name).dims + [dim])
+        values = impl.allconcat(values, mesh_axis, last, shape=candidates)
+        indices = impl.allconcat(indices, mesh_axis, last, shape=candidates)
+
+        def best(vals, idx):
+            vals, position = tf.math.top_k(vals, k)
+            return vals, tf.gather(idx, position, batch_dims=last)
+
+        pairs = impl.slicewise(best, values, indices)
+        values = tuple(p[0] for p in pairs)
+        indices = tuple(p[1] for p in pairs)
+    k_axis = mesh.tensor_layout(out_shape).mesh_axes[-1]
+    if k_axis is not None:
+        values = impl.allsplit(values, k_axis, last)
+        indices = impl.allsplit(indices, k_axis, last)
+    return Tensor(mesh, out_shape, values, x.dtype), Tensor(mesh, out_shape, indices, tf.int32)

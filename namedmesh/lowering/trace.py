@@ -25,14 +25,15 @@ _state = threading.local()  # per thread: the phase
 _traces = []                # process-wide: the active traces
 _lock = threading.Lock()
 
-KINDS = ("all_reduce", "all_to_all", "all_gather")
+KINDS = ("all_reduce", "all_to_all", "all_gather", "permute")
 
 
 @dataclass(frozen=True)
 class CollectiveRecord:
     """One collective.
 
-    kind: "all_reduce", "all_to_all" or "all_gather".
+    kind: "all_reduce", "all_to_all", "all_gather" or "permute" (a neighbour
+      exchange: each member receives one other member's slice).
     mesh_dims: names of the mesh dims whose groups it runs in.
     shape: the global tensor dims it moves, as a string with split dims marked,
       e.g. ``[experts:4(b1), batch:8, d_model:16]`` (for an all-to-all: before it).
@@ -41,6 +42,7 @@ class CollectiveRecord:
     bytes_per_processor: bytes of the slice each processor contributes.
     reduction: "SUM"/"MAX"/"MIN" for all-reduces.
     split_axis / concat_axis: tensor axes of the slice (all-to-all / all-gather).
+    sources: for a permute, the member each member receives from (None: zeros).
     phase: "forward" or "backward".
     """
 
@@ -56,6 +58,7 @@ class CollectiveRecord:
     concat_axis: Optional[int] = None
     new_shape: Optional[str] = None
     phase: str = "forward"
+    sources: Optional[Tuple[Optional[int], ...]] = None
 
     def describe(self) -> str:
         extra = ""
@@ -63,6 +66,8 @@ class CollectiveRecord:
             extra = " %s" % self.reduction
         if self.new_shape:
             extra += " -> %s" % self.new_shape
+        if self.sources is not None:
+            extra += " from %s" % ",".join("-" if s is None else str(s) for s in self.sources)
         return "%-10s %-9s over %-8s %s%s  %d B/processor (%d groups of %d)" % (
             self.kind, self.phase, ",".join(self.mesh_dims) or "-", self.shape, extra,
             self.bytes_per_processor, self.num_groups, self.group_size)

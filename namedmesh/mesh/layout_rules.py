@@ -72,10 +72,13 @@ def convert_to_layout_rules(x) -> LayoutRules:
     """``LayoutRules`` from LayoutRules, an mtf string or a list of pairs.
 
     ``"batch:b0;experts:b1"``, ``"ensemble:ensemble,batch:batch,d_ff:model"``,
-    ``""`` (no rules), ``[("batch", "b0")]`` and ``None`` (no rules).
+    ``""`` (no rules), ``[("batch", "b0")]``, a dict ``{"batch": "b0"}`` and
+    ``None``, ``{}`` or ``[]`` (no rules).
     """
     if x is None:
         return LayoutRules()
+    if isinstance(x, dict):
+        return LayoutRules(list(x.items()))
     if isinstance(x, LayoutRules):
         return x
     if isinstance(x, str):

@@ -24,7 +24,8 @@ from namedmesh.core.creation import ones_like, random_uniform, zeros_like
 from namedmesh.core.dims import Dimension
 from namedmesh.core.elementwise import (cast, equal, greater, less, log, square, stop_gradient,
                                         to_float, to_int32)
-from namedmesh.core.nn import cumsum, dropout, one_hot, reduce_logsumexp, softmax, top_1
+from namedmesh.core.nn import cumsum, one_hot, reduce_logsumexp, softmax, top_1
+from namedmesh.core.random_ops import stateless_dropout
 from namedmesh.core.tensor import Tensor
 from namedmesh.layers.dense import dense
 from namedmesh.moe.stats import RoutingStats, routing_stats
@@ -165,7 +166,7 @@ def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
     policy = config.switch_policy_train if train else config.switch_policy_eval
     gate_inputs = to_float(inputs)
     if policy == "input_dropout" and train:
-        gate_inputs = dropout(gate_inputs, config.switch_dropout, seeds.next())
+        gate_inputs = stateless_dropout(gate_inputs, config.switch_dropout, seeds.next())
     elif train and policy == "input_jitter" and config.switch_jitter:
         eps = config.switch_jitter
         gate_inputs = gate_inputs * random_uniform(gate_inputs.mesh, gate_inputs.shape,

@@ -19,7 +19,7 @@ from namedmesh.core import elementwise as ew
 from namedmesh.core.contraction import reduce_sum
 from namedmesh.core.creation import zeros
 from namedmesh.core.dims import Dimension, Shape, convert_to_shape
-from namedmesh.core.nn import dropout
+from namedmesh.core.random_ops import stateless_dropout
 from namedmesh.core.reshape import reshape
 from namedmesh.core.tensor import Tensor
 from namedmesh.errors import ConfigError
@@ -213,7 +213,7 @@ class _MoELayer:
                            activation=ACTIVATION_FNS[act], store=self.store)
             h = factor if h is None else h * factor
         if train and dropout_rate:
-            h = dropout(h, dropout_rate, seeds.next())
+            h = stateless_dropout(h, dropout_rate, seeds.next())
         mark_step("expert hidden", h)
         return dense(h, output_dim, reduced_dims=[hidden_dim], expert_dims=expert_dims,
                      use_bias=False, name="wo", store=self.store)
