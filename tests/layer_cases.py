@@ -52,9 +52,33 @@ def _self_attention(i, m):
                                  D("heads", 2), is_training=False)
 
 
+def _unit_scaling(i, m):
+    with L.use_unit_scaling_convention(True):
+        return L.us_einsum([i["x"], i["y"]], "batch:3;hidden:5")
+
+
 def _batch_norm_train(i, m):
     y, updates = L.batch_norm(i["x"], True, 0.9, epsilon=1e-6, dims_idx_start=0, dims_idx_end=2)
     return [y] + [u.value for u in updates]
+
+
+def _separate_params(i, m):
+    x = i["x"]
+    store = nm.layers.current_store(None, "test")
+    with store.scope("attn"):
+        wq, wk, wv, wo = L.multihead_attention_params(m, "heads:2", "d_model:4", "d_kv:3",
+                                                      combine=False)
+    mem = L.rename_length_to_memory_length(x)
+    q = nm.einsum([x, wq], "batch:2;heads:2;length:3;d_kv:3")
+    k = nm.einsum([mem, wk], "batch:2;heads:2;memory_length:3;d_kv:3")
+    v = nm.einsum([mem, wv], "batch:2;heads:2;memory_length:3;d_kv:3")
+    return nm.einsum([L.dot_product_attention(q, k, v, None, is_training=False), wo], x.shape)
+
+
+def _self_attention_incremental(i, m):
+    keep = nm.cast(nm.less(nm.range(m, D("memory_length", 4), tf.int32), 2), tf.float32)
+    return L.multihead_self_attention_incremental(i["x"], i["prev_k"] * keep,
+                                                  i["prev_v"] * keep, 2)
 
 
 RUNNERS = {
@@ -82,11 +106,44 @@ RUNNERS = {
                                                                      i["targets"]),
     "weights_nonzero": lambda i, m: L.weights_nonzero(i["targets"]),
     "corr": lambda i, m: L.corr(i["x"], "channels:3"),
+    "us_einsum_unit_scaling": _unit_scaling,
     "masks": lambda i, m: [L.attention_mask_ignore_padding(i["ids"]),
                            L.attention_mask_autoregressive(i["pos"]),
                            L.attention_mask_same_segment(i["seg"])],
     "local_block_biases": lambda i, m: L.attention_bias_local_block(m, "block_length:3",
                                                                     "memory_length:5"),
+    "dot_product_attention": lambda i, m: L.dot_product_attention(i["q"], i["k"], i["v"],
+                                                                  i["mask"], is_training=False),
+    "multihead_self_attention": _self_attention,
+    "multihead_encdec_attention": lambda i, m: L.multihead_attention(
+        i["x"], i["memory"], L.attention_mask_ignore_padding(i["ids"]), "d_kv:2", "heads:2",
+        is_training=False, name="encdec"),
+    "multihead_attention_params_separate": _separate_params,
+    "self_attention_incremental": _self_attention_incremental,
+    "encdec_attention_incremental": lambda i, m: L.multihead_encdec_attention_incremental(
+        i["x"], i["wq"], i["wo"], i["k"], i["v"], i["mask"]),
+    "memory_compressed_attention": lambda i, m: L.multihead_self_attention_memory_compressed(
+        i["x"], True, 2, "d_kv:3", "heads:2", is_training=False),
+    "compress_mean": lambda i, m: L.compress_mean(i["x"], "length:6", 3),
+    "masked_local_attention_1d": lambda i, m: L.masked_local_attention_1d(
+        i["x"], "d_kv:3", "heads:2", is_training=False, window_size=3),
+    "masked_local_attention_1d_incremental": lambda i, m: L.masked_local_attention_1d_incremental(
+        i["x"], i["prev_k"], i["prev_v"], 4),
+    "local_attention_1d": lambda i, m: L.local_attention_1d(
+        i["q"], i["k"], i["v"], "length:8", "d_k:3", "d_v:2", fully_autoregressive=True,
+        radius=2, length_dim_num_splits=2),
+    "local_attention_1d_bidirectional": lambda i, m: L.local_attention_1d(
+        i["q"], i["k"], None, "length:8", "d_k:3", "d_k:3", fully_autoregressive=False,
+        radius=2, sequence_id=i["sequence_id"]),
+    "local_self_attention_spatial_blocks": lambda i, m: L.local_self_attention_spatial_blocks(
+        i["x"], "d_kv:2", "heads:2", False, mask_right=True),
+    "local_2d_self_attention_spatial_blocks":
+        lambda i, m: L.local_2d_self_attention_spatial_blocks(i["x"], "d_kv:2", "heads:2", False),
+    "embedding": lambda i, m: L.embedding(i["ids"], "vocab:10", "d_model:6"),
+    "conv2d_with_blocks": lambda i, m: L.conv2d_with_blocks(
+        i["x"], "out:3", filter_size=(3, 3), h_blocks_dim="h_blocks:2", w_blocks_dim="w_blocks:2"),
+    "separable_conv1d": lambda i, m: L.separable_conv1d(i["x"], "out:4", min_relative_pos=-1,
+                                                        max_relative_pos=2),
     "conv1d": lambda i, m: L.conv1d(i["x"], "out:3", filter_size=3),
     "conv1d_valid_stride": lambda i, m: L.conv1d(i["x"], "out:2", filter_size=3, stride=2,
                                                  padding="VALID"),
@@ -146,6 +203,7 @@ def forward_and_grads(case, mesh, store, inputs):
     grads = tape.gradient(objective, [inputs[s[3:]] for s in sources[:len(float_names)]] +
                           list(trainable.values()),
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = [tf.convert_to_tensor(g) for g in grads]  # a gather's gradient is IndexedSlices
     return outs, exported, dict(zip(sources, grads))
 
 
