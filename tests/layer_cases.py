@@ -127,6 +127,8 @@ RUNNERS = {
     "compress_mean": lambda i, m: L.compress_mean(i["x"], "length:6", 3),
     "masked_local_attention_1d": lambda i, m: L.masked_local_attention_1d(
         i["x"], "d_kv:3", "heads:2", is_training=False, window_size=3),
+    "masked_local_attention_1d_split": lambda i, m: L.masked_local_attention_1d(
+        i["x"], "d_kv:3", "heads:2", is_training=False, window_size=3, length_per_split=4),
     "masked_local_attention_1d_incremental": lambda i, m: L.masked_local_attention_1d_incremental(
         i["x"], i["prev_k"], i["prev_v"], 4),
     "local_attention_1d": lambda i, m: L.local_attention_1d(
@@ -205,6 +207,20 @@ def forward_and_grads(case, mesh, store, inputs):
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
     grads = [tf.convert_to_tensor(g) for g in grads]  # a gather's gradient is IndexedSlices
     return outs, exported, dict(zip(sources, grads))
+
+
+def forward_collectives(case):
+    """{kind: count} of the collectives namedmesh runs for the case's forward pass on its mesh."""
+    mesh = nm.Mesh(case.meta["mesh_shape"], case.meta["layout"])
+    store = make_store(case)
+    named = {n: nm.import_tf_tensor(mesh, v, case.shape("in/" + n)) for n, v in case.inputs.items()}
+    with store.as_default(), nm.trace_collectives() as trace:
+        for o in _outputs(RUNNERS[case.base](named, mesh)):
+            nm.export_to_tf_tensor(o)
+    counts = {k: 0 for k in case.meta["mtf_collectives"]}
+    for r in trace.records:
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+    return counts
 
 
 def make_store(case):

@@ -2,7 +2,8 @@
 variables by mtf's names; on one device, on the case's mesh, and under tf.distribute."""
 import pytest
 
-from layer_cases import CASES, RUNNERS, LayerCase, assert_matches, run_case
+from layer_cases import (CASES, RUNNERS, LayerCase, assert_matches, forward_collectives,
+                         run_case)
 
 READY = [c for c in CASES if c.split("@")[0] in RUNNERS]
 
@@ -23,3 +24,11 @@ def test_mesh_case_on_one_device(name):
     mtf's mesh result."""
     case = LayerCase(name)
     assert_matches(case, *run_case(case, mesh_shape="", layout=""))
+
+
+@pytest.mark.parametrize("name", [c for c in READY if "@" in c])
+def test_forward_collectives_are_mtfs(name):
+    """The collectives of the forward pass, by kind and count, are those mtf's lowering of the
+    same layer on the same mesh and layout calls (recorded by the oracle)."""
+    case = LayerCase(name)
+    assert forward_collectives(case) == case.meta["mtf_collectives"]

@@ -7,7 +7,11 @@ case's mesh and layout, sets every variable to fixed values, and saves to ``--ou
 * ``out/<i>``: the outputs, ``r/<i>``: fixed cotangents of the float outputs,
 * ``grad/in/<name>`` and ``grad/var/<mtf name>``: gradients of
   ``sum_i reduce_sum(out_i * r_i)`` (mtf.gradients),
-* ``meta``: JSON with each array's dim names, the mtf call, mesh shape and layout.
+* ``meta``: JSON with each array's dim names, the mtf call, mesh shape and layout, and
+  ``mtf_collectives``: how many collectives mtf's lowering of the forward pass (alone, without
+  the gradient) asks the mesh for, by namedmesh's names for them (allreduce -> all_reduce,
+  allconcat -> all_gather, alltoall -> all_to_all, receive (shift) -> permute; a receive
+  from oneself moves nothing and is not counted).
 
 Inputs, cotangents and variable perturbations come from a RandomState seeded by the case's
 base name, so a case and its mesh variants (``name@mesh``) share all values.
@@ -160,7 +164,7 @@ def _(c):
     return mtf_transformer.sublayer_rms_norm(x, None, context)
 
 
-@case("batch_norm_train")
+@case("batch_norm_train", variants=[("mesh", "b0:2", "batch:b0")])
 def _(c):
     x = c.input("x", "batch:4;length:3;d_model:2")
     c.call = ("batch_norm(x, is_training=True, momentum=0.9, epsilon=1e-6, dims_idx_start=0, "
@@ -254,7 +258,8 @@ def _(c):
     return L.dot_product_attention(q, k, v, mask, is_training=False)
 
 
-@case("multihead_self_attention", variants=[("mesh", MESH_2x2, "batch:b0;heads:b1")])
+@case("multihead_self_attention", variants=[("mesh", MESH_2x2, "batch:b0;heads:b1"),
+                                            ("dmodel", MESH_2x2, "batch:b0;d_model:b1")])
 def _(c):
     x = c.input("x", "batch:2;length:4;d_model:6")
     pos = mtf.range(c.mesh, D("length", 4), tf.int32)
@@ -297,7 +302,7 @@ def _(c):
     return mtf.einsum([o, wo], x.shape)
 
 
-@case("self_attention_incremental")
+@case("self_attention_incremental", variants=[("mesh", MESH_2x2, "batch:b0;heads:b1")])
 def _(c):
     x = c.input("x", "batch:2;d_model:4")
     prev_k = c.input("prev_k", "batch:2;heads:2;memory_length:4;d_kv:3")
@@ -323,7 +328,7 @@ def _(c):
     return L.multihead_encdec_attention_incremental(x, wq, wo, k, v, mask)
 
 
-@case("memory_compressed_attention")
+@case("memory_compressed_attention", variants=[("mesh", MESH_2x2, "batch:b0;heads:b1")])
 def _(c):
     x = c.input("x", "batch:2;length:8;d_model:4")
     c.call = ("multihead_self_attention_memory_compressed(x, mask_right=True, "
@@ -346,6 +351,15 @@ def _(c):
               "is_training=False, window_size=3)")
     return L.masked_local_attention_1d(x, D("d_kv", 3), D("heads", 2), is_training=False,
                                        window_size=3)
+
+
+@case("masked_local_attention_1d_split", variants=[("mesh", "b0:2", "length:b0")])
+def _(c):
+    x = c.input("x", "batch:2;length:8;d_model:4")
+    c.call = ("masked_local_attention_1d(x, kv_channels=d_kv:3, heads=heads:2, "
+              "is_training=False, window_size=3, length_per_split=4)")
+    return L.masked_local_attention_1d(x, D("d_kv", 3), D("heads", 2), is_training=False,
+                                       window_size=3, length_per_split=4)
 
 
 @case("masked_local_attention_1d_incremental")
@@ -436,9 +450,9 @@ def _(c):
                     filter_initializer=tf.random_normal_initializer(stddev=0.3))
 
 
-@case("conv2d", variants=[("mesh", MESH_2x2, "batch:b0;out:b1")])
+@case("conv2d", variants=[("mesh", MESH_2x2, "batch:b0;out:b1"), ("cmesh", "b0:2", "c:b0")])
 def _(c):
-    x = c.input("x", "batch:2;h:5;w:4;c:3")
+    x = c.input("x", "batch:2;h:5;w:4;c:4")
     c.call = "conv2d(x, out:4, filter_size=(3, 3), strides=(1, 1), padding='SAME')"
     return L.conv2d(x, D("out", 4), filter_initializer=tf.random_normal_initializer(stddev=0.3))
 
@@ -477,14 +491,15 @@ def _(c):
                               filter_initializer=tf.random_normal_initializer(stddev=0.3))
 
 
-@case("separable_conv1d")
+@case("separable_conv1d", variants=[("mesh", "b0:2", "length:b0")])
 def _(c):
-    x = c.input("x", "batch:2;length:5;depth:3")
+    x = c.input("x", "batch:2;length:6;depth:3")
     c.call = "separable_conv1d(x, out:4, min_relative_pos=-1, max_relative_pos=2)"
     return L.separable_conv1d(x, D("out", 4), min_relative_pos=-1, max_relative_pos=2)
 
 
-@case("pooling", variants=[("mesh", MESH_2x2, "batch:b0;channels:b1")])
+@case("pooling", variants=[("mesh", MESH_2x2, "batch:b0;channels:b1"),
+                           ("spatial", "b0:2", "height:b0")])
 def _(c):
     x = c.input("x", "batch:2;depth:3;height:4;width:6;channels:2")
     c.call = ("max_pool2d(x, (2, 3)), avg_pool2d(x, (2, 3)), max_pool3d(x, (3, 2, 3)), "
@@ -533,10 +548,49 @@ def _dims(t):
     return [d.name for d in t.shape.dims]
 
 
+_COUNTED = {"allreduce": "all_reduce", "allconcat": "all_gather", "alltoall": "all_to_all",
+            "receive": "permute"}
+
+
+def _seed(text):
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def _new_mesh_impl(mesh_shape, layout):
+    shape = mtf.convert_to_shape(mesh_shape)
+    return mtf.placement_mesh_impl.PlacementMeshImpl(
+        shape, mtf.convert_to_layout_rules(layout), [""] * shape.size)
+
+
+def count_forward_collectives(fn, base, mesh_shape, layout):
+    """The collectives mtf's lowering of the forward pass calls, by kind (a fresh graph)."""
+    tf.reset_default_graph()
+    graph = mtf.Graph()
+    mesh = mtf.Mesh(graph, "mesh")
+    outs = fn(Ctx(mesh, np.random.RandomState(_seed(base))))
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    impl = _new_mesh_impl(mesh_shape, layout)
+    counts = {v: 0 for v in _COUNTED.values()}
+    for method, kind in _COUNTED.items():
+        original = getattr(impl, method)
+
+        def counted(*args, _original=original, _kind=kind):
+            # a receive from oneself (mtf's shift by 0 processors) moves nothing: not counted
+            if _kind != "permute" or list(args[2]) != list(range(len(args[2]))):
+                counts[_kind] += 1
+            return _original(*args)
+        setattr(impl, method, counted)
+    lowering = mtf.Lowering(graph, {mesh: impl}, autostack=False)
+    for o in outs:
+        lowering.export_to_tf_tensor(o)
+    return counts
+
+
 def run_case(name, out_dir):
     fn, mesh_shape, layout = CASES[name]
     base = name.split("@")[0]
-    seed = int.from_bytes(hashlib.sha256(base.encode()).digest()[:4], "little")
+    collectives = count_forward_collectives(fn, base, mesh_shape, layout)
+    seed = _seed(base)
     rng = np.random.RandomState(seed)
     tf.reset_default_graph()
     tf.set_random_seed(seed % 1000)
@@ -559,9 +613,7 @@ def run_case(name, out_dir):
     if objective is not None:
         grads = mtf.gradients([objective], [v.outputs[0] for v in tvars] +
                               [c.inputs[n][1] for n in float_inputs])
-    mesh_shape_p = mtf.convert_to_shape(mesh_shape)
-    mesh_impl = mtf.placement_mesh_impl.PlacementMeshImpl(
-        mesh_shape_p, mtf.convert_to_layout_rules(layout), [""] * mesh_shape_p.size)
+    mesh_impl = _new_mesh_impl(mesh_shape, layout)
     lowering = mtf.Lowering(graph, {mesh: mesh_impl}, autostack=False)
     t_outs = [lowering.export_to_tf_tensor(o) for o in outs]
     grad_names = ["var/" + v.name for v in tvars] + ["in/" + n for n in float_inputs]
@@ -575,8 +627,7 @@ def run_case(name, out_dir):
         for v in all_vars:
             init = s.run(v.get_master())
             scale = float(init.std()) if init.size > 1 and init.std() > 0 else 1.0
-            vrng = np.random.RandomState(
-                int.from_bytes(hashlib.sha256((base + v.name).encode()).digest()[:4], "little"))
+            vrng = np.random.RandomState(_seed(base + v.name))
             values[v.name] = (init + 0.3 * scale * vrng.randn(*init.shape)).astype(init.dtype)
             s.run(v.assign_to_master(values[v.name]))
         s.run(lowering.copy_masters_to_slices())
@@ -584,7 +635,7 @@ def run_case(name, out_dir):
     data = {}
     meta = {"case": name, "call": c.call, "mesh_shape": mesh_shape, "layout": layout,
             "objective": "sum_i reduce_sum(out_i * r_i) over float outputs",
-            "dims": {}, "variables": {}}
+            "dims": {}, "variables": {}, "mtf_collectives": collectives}
     for n, (a, t) in c.inputs.items():
         data["in/" + n] = a
         meta["dims"]["in/" + n] = _dims(t)
@@ -602,8 +653,9 @@ def run_case(name, out_dir):
     data["meta"] = np.array(json.dumps(meta))
     path = os.path.join(out_dir, name.replace("@", "@") + ".npz")
     np.savez_compressed(path, **data)
-    print("%-45s outs %s vars %s" % (name, [tuple(v.shape) for v in out_v],
-                                     sorted(values)))
+    print("%-45s outs %s vars %s collectives %s" % (
+        name, [tuple(v.shape) for v in out_v], sorted(values),
+        {k: v for k, v in collectives.items() if v}))
 
 
 def main():
