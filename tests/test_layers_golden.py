@@ -32,3 +32,14 @@ def test_forward_collectives_are_mtfs(name):
     same layer on the same mesh and layout calls (recorded by the oracle)."""
     case = LayerCase(name)
     assert forward_collectives(case) == case.meta["mtf_collectives"]
+
+
+STRATEGY_CASES = ["dense_relu_dense@mesh", "multihead_self_attention@mesh", "embedding@mesh",
+                  "softmax_xent_hard_zloss@mesh", "layer_norm@mesh", "local_attention_1d@mesh",
+                  "conv2d_with_blocks@mesh", "conv2d@cmesh"]
+
+
+@pytest.mark.parametrize("name", STRATEGY_CASES)
+def test_matches_mtf_under_tf_distribute(name):
+    case = LayerCase(name)
+    assert_matches(case, *run_case(case, executor="strategy"))

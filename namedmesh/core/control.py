@@ -24,7 +24,7 @@ import tensorflow as tf
 from namedmesh.core.creation import zeros
 from namedmesh.core.elementwise import broadcast, check_tensor, same_mesh
 from namedmesh.core.tensor import Tensor
-from namedmesh.errors import ShapeError
+from namedmesh.errors import MeshError, ShapeError
 from namedmesh.lowering import trace
 
 _WHILE_KWARGS = ("parallel_iterations", "maximum_iterations", "swap_memory", "back_prop",
@@ -166,48 +166,40 @@ def custom_gradient(fn: Callable, grad_fn: Callable, explicit_inputs):
 def recompute_grad(fn: Callable, explicit_inputs, control_dependencies: bool = True):
     """``fn(*explicit_inputs)``, recomputed on the backward pass instead of stored.
 
-    The forward pass keeps no intermediate tensor of ``fn`` (only its inputs
-    and outputs); the backward pass runs ``fn`` again under a gradient tape and
-    differentiates it, variables included.  Trades one extra forward of ``fn``
-    for the memory of its activations.  ``control_dependencies``: the
-    recomputation waits for the output gradients (mtf forces this so that the
-    scheduler cannot run it early and keep its activations anyway).
+    The forward pass runs ``fn`` without recording it on the gradient tape, so
+    none of its intermediate tensors is kept (only its inputs and outputs);
+    the backward pass runs ``fn`` again under a tape and differentiates it,
+    variables included (``tf.recompute_grad`` on the processors' slices).
+    Trades one extra forward of ``fn`` for the memory of its activations.
+    The recomputation always waits for the output gradients (mtf's
+    ``control_dependencies=True``; the argument is accepted for compatibility).
+    Inputs that are not floating point get no gradient.
     Returns fn's outputs (a Tensor or a tuple of Tensors).
     """
+    del control_dependencies  # tf.recompute_grad orders the recomputation after the gradients
     inputs = _checked(explicit_inputs, "recompute_grad")
-    result = {}
     context = _captured_context()
+    flat_in = _flatten(inputs)
+    float_at = [i for i, s in enumerate(flat_in) if _differentiable(s)]
+    result = {"calls": 0}
 
-    @tf.custom_gradient
-    def run(*flat):
-        with tf.name_scope("recompute_grad_forward"):
+    def flat_fn(*floats):
+        flat = list(flat_in)
+        for i, v in zip(float_at, floats):
+            flat[i] = v
+        result["calls"] += 1
+        # the first call is the forward pass (it may create variables); later ones recompute
+        scope = context() if result["calls"] > 1 else contextlib.nullcontext()
+        with scope, tf.name_scope("recompute_grad"):
             outs, many = _as_list(fn(*_rebuild(inputs, flat)), "recompute_grad")
         result["specs"], result["many"] = [_spec(o) for o in outs], many
+        return _flatten(outs)
 
-        def grad(*dys, variables=None):
-            xs = list(flat)
-            if control_dependencies:
-                with tf.control_dependencies([d for d in dys if d is not None]):
-                    xs = [tf.identity(x) for x in xs]
-            with context(), tf.name_scope("recompute_grad_backward"), \
-                    tf.GradientTape() as tape:
-                for x in xs:
-                    if _differentiable(x):
-                        tape.watch(x)
-                again, _ = _as_list(fn(*_rebuild(inputs, xs)), "recompute_grad")
-                ys = _flatten(again)
-            sources = xs + list(variables or [])
-            grads = tape.gradient(ys, sources, output_gradients=list(dys),
-                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            grads = [g if _differentiable(s) else None for g, s in zip(grads, sources)]
-            if variables:
-                return grads[:len(xs)], grads[len(xs):]
-            return grads
-
-        return _flatten(outs), grad
-
-    flat_out = run(*_flatten(inputs))
-    outs = _rebuild(result["specs"], flat_out)
+    if not float_at:
+        raise ShapeError("recompute_grad: no input is floating point, so there is nothing to "
+                         "differentiate; call fn directly")
+    flat_out = tf.recompute_grad(flat_fn)(*[flat_in[i] for i in float_at])
+    outs = _rebuild(result["specs"], list(flat_out))
     return tuple(outs) if result["many"] else outs[0]
 
 
@@ -238,6 +230,33 @@ def _aligned_output(out: Tensor, like: Tensor, i: int) -> Tensor:
     return broadcast(out, like.shape)  # same dims in another order: transpose
 
 
+def _needs_unrolling(mesh) -> bool:
+    """Per-replica ``tf.while_loop``s whose bodies run collectives deadlock under
+    MirroredStrategy / MultiWorkerMirroredStrategy (TF 2.21: the replicas' loops never meet
+    in a collective; measured), so there the loop is unrolled into conditional steps."""
+    if mesh.strategy is None:
+        return False
+    from namedmesh.lowering.replica import is_tpu_strategy
+    return not is_tpu_strategy(mesh.strategy)
+
+
+def _unrolled(mesh, cond, body, flat, kwargs):
+    """``maximum_iterations`` steps of ``flat = body(flat) if cond(flat) else flat``."""
+    steps = kwargs.get("maximum_iterations")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise MeshError("while_loop on mesh %s under %s needs maximum_iterations=<int> (got %r): "
+                        "per-replica tf.while_loops with collectives in the body deadlock there, "
+                        "so namedmesh unrolls the loop into that many conditional steps"
+                        % (mesh.shape.to_string(), type(mesh.strategy).__name__, steps))
+    # every step runs the body and keeps its result only while cond holds: a tf.cond would
+    # trace the body in a graph of its own per replica, whose collectives would not match
+    flat = list(flat)
+    for _ in range(steps):
+        keep_going = cond(*flat)
+        flat = [tf.where(keep_going, new, old) for new, old in zip(body(*flat), flat)]
+    return flat
+
+
 def while_loop(cond_fn: Callable, body_fn: Callable, inputs, num_loop_vars: int = None,
                has_accumulators: bool = False, name: str = None, **kwargs) -> List[Tensor]:
     """mtf's while loop over named tensors: ``while cond_fn(*v): v = body_fn(*v)``.
@@ -255,6 +274,13 @@ def while_loop(cond_fn: Callable, body_fn: Callable, inputs, num_loop_vars: int 
         ``swap_memory``.
     Returns:
       the list of final Tensors.  Differentiable (``tf.while_loop``'s gradients).
+
+    On the tf.distribute executor with MirroredStrategy or
+    MultiWorkerMirroredStrategy, ``maximum_iterations`` is required: each
+    replica would run its own ``tf.while_loop``, and collectives inside such
+    loops never meet (they hang, measured with TF 2.21), so the loop is unrolled
+    into ``maximum_iterations`` steps; each step runs ``body_fn`` and keeps its
+    result only while ``cond_fn`` holds.
     """
     inputs = _checked(inputs, "while_loop")
     unknown = sorted(k for k in kwargs if k not in _WHILE_KWARGS)
@@ -290,6 +316,9 @@ def while_loop(cond_fn: Callable, body_fn: Callable, inputs, num_loop_vars: int 
         return _flatten(outs[:n] + totals)
 
     with tf.name_scope(name or "while_loop"):
-        flat_out = tf.while_loop(cond, body, _flatten(carried), **kwargs)
+        if _needs_unrolling(inputs[0].mesh):
+            flat_out = _unrolled(inputs[0].mesh, cond, body, _flatten(carried), kwargs)
+        else:
+            flat_out = tf.while_loop(cond, body, _flatten(carried), **kwargs)
     outs = _rebuild(carried, flat_out)
     return outs[:num_loop_vars] if num_loop_vars is not None else outs
