@@ -12,7 +12,7 @@ quiet_tensorflow_for_the_command()
 
 from namedmesh.core.contraction import (einsum, matmul, reduce_all, reduce_any, reduce_max,
                                         reduce_mean, reduce_min, reduce_sum)
-from namedmesh.core.control import custom_gradient, recompute_grad, while_loop
+from namedmesh.core.control import recompute_grad, while_loop
 from namedmesh.core.creation import constant, mtf_range, ones, ones_like, zeros, zeros_like
 from namedmesh.core.dims import Dimension, Shape, convert_to_dimension, convert_to_shape
 from namedmesh.core.elementwise import (abs, add, add_n, broadcast, cast, cos, divide, elu, equal,

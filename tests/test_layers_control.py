@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import namedmesh as nm
+from namedmesh.core import control
 from helpers import strategy
 
 L = nm.layers
@@ -157,7 +158,7 @@ def test_custom_gradient_with_variables():
         tape.watch(x)
         t = nm.import_tf_tensor(mesh, x, "batch:4;d:3")
         plain = nm.export_to_tf_tensor(nm.reduce_sum(fn(t)))
-        custom = nm.export_to_tf_tensor(nm.reduce_sum(nm.custom_gradient(fn, grad_fn, [t])))
+        custom = nm.export_to_tf_tensor(nm.reduce_sum(control.custom_gradient(fn, grad_fn, [t])))
     sources = [x] + store.trainable_variables
     for a, b in zip(tape.gradient(plain, sources), tape.gradient(custom, sources)):
         np.testing.assert_allclose(3.0 * a.numpy(), b.numpy(), atol=1e-5)
@@ -169,7 +170,7 @@ def test_custom_gradient_checks_what_grad_fn_returns():
     with tf.GradientTape() as tape:
         tape.watch(x)
         t = nm.import_tf_tensor(mesh, x, "a:2")
-        y = nm.custom_gradient(lambda u: u * 2.0, lambda i, o, g: [nm.ones(mesh, "b:2")], [t])
+        y = control.custom_gradient(lambda u: u * 2.0, lambda i, o, g: [nm.ones(mesh, "b:2")], [t])
         loss = nm.export_to_tf_tensor(nm.reduce_sum(y))
     with pytest.raises(nm.ShapeError, match="does not have the dims of its input"):
         tape.gradient(loss, x)
