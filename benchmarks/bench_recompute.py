@@ -3,7 +3,8 @@
 Prints, for each case, the memory TensorFlow's CPU allocator holds once the forward pass is done
 (eagerly, under a GradientTape: what the tape keeps for the backward pass), the peak of the whole
 forward + backward step (eagerly and inside tf.function), the step time, and the largest
-difference between the two runs' gradients.  Run: ``.venv/bin/python benchmarks/bench_recompute.py``.
+difference between the two runs' gradients.
+Run: ``.venv/bin/python benchmarks/bench_recompute.py``.
 """
 import time
 

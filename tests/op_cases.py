@@ -17,7 +17,8 @@ from programs import MESHES
 
 X = [("a", 8), ("b", 8), ("c", 4)]
 KINDS = ["shift", "slice", "concat", "pad", "gather", "top_k", "split", "stack", "unstack",
-         "halo", "dynamic_shift", "cumsum", "where", "logsumexp", "transpose", "dropout"]
+         "halo", "dynamic_shift", "cumsum", "where", "logsumexp", "transpose", "dropout",
+         "replace", "range", "broadcast", "math", "log_softmax", "sample", "random"]
 
 
 class OpCase:
@@ -134,6 +135,20 @@ def op_cases(draw):
     elif kind == "dropout":
         p["rate"] = draw(st.sampled_from([0.25, 0.5]))
         p["noise"] = draw(st.sampled_from([None, ["a", "b"], ["c"]]))
+    elif kind == "replace":
+        p["parts"] = draw(st.sampled_from([2, 4]))     # dim -> [dim_hi, dim_lo] and back
+        hi = ("%s_hi" % dim, size // p["parts"])
+        new_dim_rule(hi[0], hi[1], [hi if n == dim else (n, s) for n, s in X])
+    elif kind == "broadcast":
+        p["new"] = draw(st.sampled_from([2, 4]))
+        p["where"] = draw(st.integers(0, 3))
+        new_dim_rule("n", p["new"], X + [("n", p["new"])])
+    elif kind == "math":
+        p["fn"] = draw(st.sampled_from(["sin", "cos", "mod", "floordiv", "cast"]))
+    elif kind == "sample":
+        p["temperature"] = draw(st.sampled_from([0.0, 0.5, 1.0]))
+    elif kind == "random":
+        p["normal"] = draw(st.booleans())
     return OpCase(mesh_shape, rules, kind, p, draw(st.integers(0, 1000)))
 
 
@@ -148,7 +163,8 @@ def make_inputs(case):
     if case.kind == "stack":
         out["y"] = rng.randn(*[s for _, s in X]).astype(np.float32)
     if case.kind == "gather":
-        out["indices"] = rng.randint(-1, dim_size + 1, [s for _, s in p["indices"]]).astype(np.int32)
+        sizes = [s for _, s in p["indices"]]
+        out["indices"] = rng.randint(-1, dim_size + 1, sizes).astype(np.int32)
     if case.kind == "dynamic_shift":
         out["offsets"] = rng.randint(-dim_size, dim_size + 1, [8]).astype(np.int32)
     if case.kind == "where":
@@ -215,6 +231,39 @@ def run_case(case, mesh, values):
     if kind == "dropout":
         noise = None if p["noise"] is None else nm.Shape([(n, dict(X)[n]) for n in p["noise"]])
         return nm.dropout(x, True, rate=p["rate"], noise_shape=noise, seed=case.seed), None
+    size = dict(X)[dim]
+    if kind == "replace":
+        parts = p["parts"]
+        split = nm.replace_dimensions(x, x.shape[dim], [nm.Dimension(dim + "_hi", size // parts),
+                                                        nm.Dimension(dim + "_lo", parts)])
+        return nm.replace_dimensions(nm.tanh(split), [split.shape[dim + "_hi"],
+                                                      split.shape[dim + "_lo"]],
+                                     x.shape[dim]), None
+    if kind == "range":
+        r = nm.mtf_range(mesh, x.shape[dim], tf.float32)
+        return x * r + nm.cast(nm.mtf_range(mesh, x.shape[dim], tf.int32), tf.float32), None
+    if kind == "broadcast":
+        dims = list(X)
+        dims.insert(p["where"], ("n", p["new"]))
+        return nm.broadcast(x, nm.Shape(dims)) * 2.0, None
+    if kind == "math":
+        fn = p["fn"]
+        if fn in ("sin", "cos"):
+            return getattr(nm, fn)(x), None
+        if fn == "cast":
+            return nm.cast(nm.cast(x * 4.0, tf.int32), tf.float32) + x, None
+        ints = nm.cast(x * 10.0, tf.int32)
+        other = nm.cast(nm.abs(nm.cast(nm.mtf_range(mesh, x.shape[dim], tf.int32), tf.float32))
+                        + 1.0, tf.int32)
+        return nm.cast(getattr(nm, fn)(ints, other), tf.float32) + x, None
+    if kind == "log_softmax":
+        return nm.log_softmax(x, dim), None
+    if kind == "sample":
+        picked = nm.sample_with_temperature(x, dim, p["temperature"], seed=case.seed)
+        return nm.reduce_sum(x * nm.one_hot(picked, x.shape[dim]), reduced_dim=dim), picked
+    if kind == "random":
+        fn = nm.random_normal if p["normal"] else nm.random_uniform
+        return x * fn(mesh, nm.Shape([d for d in X if d[0] != "c"]), seed=case.seed), None
     raise ValueError(kind)
 
 

@@ -66,15 +66,15 @@ def constant(mesh, value, shape=None, dtype=tf.float32, name=None) -> Tensor:
 
 
 @named_op("zeros_like")
-def zeros_like(x: Tensor, name=None) -> Tensor:
-    check_tensor(x, "zeros_like")
-    return zeros(x.mesh, x.shape, x.dtype)
+def zeros_like(t: Tensor, name=None) -> Tensor:
+    check_tensor(t, "zeros_like")
+    return zeros(t.mesh, t.shape, t.dtype)
 
 
 @named_op("ones_like")
-def ones_like(x: Tensor, name=None) -> Tensor:
-    check_tensor(x, "ones_like")
-    return ones(x.mesh, x.shape, x.dtype)
+def ones_like(t: Tensor, name=None) -> Tensor:
+    check_tensor(t, "ones_like")
+    return ones(t.mesh, t.shape, t.dtype)
 
 
 @named_op("range")

@@ -167,10 +167,10 @@ def divide(x1, x2, output_shape=None, name=None):
 
 
 @named_op("pow")
-def pow(x1, x2, output_shape=None, name=None):  # noqa: A001 - mtf's name
-    """``x1 ** x2`` broadcast by name.  mtf computes ``exp(log(x1) * x2)``, which is NaN for
-    negative ``x1``; namedmesh uses ``tf.pow`` (equal for positive ``x1``)."""
-    return binary_op(tf.pow, x1, x2, "pow", output_shape)
+def pow(x, y, output_shape=None, name=None):  # noqa: A001 - mtf's name
+    """``x ** y`` broadcast by name.  mtf computes ``exp(log(x) * y)``, which is NaN for
+    negative ``x``; namedmesh uses ``tf.pow`` (equal for positive ``x``)."""
+    return binary_op(tf.pow, x, y, "pow", output_shape)
 
 
 mtf_pow = pow
@@ -310,7 +310,8 @@ sin = _unary(tf.sin, "sin")
 cos = _unary(tf.cos, "cos")
 relu = _unary(tf.nn.relu, "relu")
 gelu = _unary(lambda v: tf.nn.gelu(v, approximate=True), "gelu",
-              "mtf's gelu: the tanh approximation ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.")
+              "mtf's gelu: the tanh approximation "
+              "``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.")
 elu = _unary(tf.nn.elu, "elu")
 selu = _unary(tf.nn.selu, "selu")
 sigmoid = _unary(tf.sigmoid, "sigmoid")

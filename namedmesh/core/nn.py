@@ -63,7 +63,9 @@ def top_1(x: Tensor, reduced_dim, name=None):
 
     Output dims: x's dims without ``reduced_dim``.  Ties go to the first
     position, and the gradient of ``values`` flows to that position only
-    (mtf 0.1.21's ``top_1``, which returns values first).
+    (mtf 0.1.21's ``top_1``, which returns values first).  A split
+    ``reduced_dim`` costs two all-gathers of the per-processor candidates, as
+    in mtf (``top_k`` with k = 1).
     """
     check_tensor(x, "top_1")
     dim = _require_dim(x, reduced_dim, "top_1")

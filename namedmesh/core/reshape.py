@@ -16,7 +16,7 @@ from namedmesh.errors import ShapeError, WrongTypeError
 
 @named_op("reshape")
 def reshape(x: Tensor, new_shape, name=None) -> Tensor:
-    """``x`` with dims ``new_shape`` (row-major order kept; sizes must multiply to the same total)."""
+    """``x`` with dims ``new_shape`` (row-major order kept; the total size stays the same)."""
     check_tensor(x, "reshape")
     new_shape = convert_to_shape(new_shape)
     if new_shape is None:

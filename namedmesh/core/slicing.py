@@ -6,7 +6,6 @@ mesh, these are local along an unsplit dim; along a split dim (which mtf
 groups) and each processor keeps its piece of the result.
 """
 
-import tensorflow as tf
 
 from namedmesh.core.dims import Dimension, Shape, convert_to_dimension
 from namedmesh.core.elementwise import check_tensor, same_mesh

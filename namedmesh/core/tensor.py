@@ -124,16 +124,16 @@ def _ew():
     return elementwise
 
 
-def import_tf_tensor(mesh, value, shape=None, name=None) -> Tensor:
-    """A namedmesh Tensor holding the global ``value`` with dims ``shape``.
+def import_tf_tensor(mesh, tf_tensor, shape=None, name=None) -> Tensor:
+    """A namedmesh Tensor holding the global value ``tf_tensor`` with dims ``shape``.
 
-    ``value``: anything ``tf.convert_to_tensor`` accepts, whose static shape
+    ``tf_tensor``: anything ``tf.convert_to_tensor`` accepts, whose static shape
     equals the sizes of ``shape`` in order (``shape=None``: a scalar, as in mtf).
     On a multi-processor mesh each processor keeps its slice (a local copy, no
     communication).
     """
     with tf.name_scope(scope_name(name or "import")):
-        return _import(mesh, value, shape)
+        return _import(mesh, tf_tensor, shape)
 
 
 def _import(mesh, value, shape) -> Tensor:
@@ -193,6 +193,6 @@ def import_laid_out_tensor(mesh, laid_out_tensor, shape, name=None) -> Tensor:
         return Tensor(mesh, shape, mesh.impl.slicewise(tf.identity, tuple(slices)), slices[0].dtype)
 
 
-def import_fully_replicated(mesh, value, shape, name=None) -> Tensor:
+def import_fully_replicated(mesh, tf_tensor, shape, name=None) -> Tensor:
     """``import_tf_tensor`` for a value that every processor holds whole (mtf's name)."""
-    return import_tf_tensor(mesh, value, shape, name=name or "import_fully_replicated")
+    return import_tf_tensor(mesh, tf_tensor, shape, name=name or "import_fully_replicated")

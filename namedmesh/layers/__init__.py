@@ -18,7 +18,8 @@ from namedmesh.layers.initializers import (DenseInitializer, VarianceScalingInit
                                            unit_scaling_convention, use_unit_scaling_convention)
 from namedmesh.layers.local_attention import (local_1d_halo_exchange, local_2d_halo_exchange,
                                               local_2d_self_attention_spatial_blocks,
-                                              local_attention_1d, local_self_attention_spatial_blocks,
+                                              local_attention_1d,
+                                              local_self_attention_spatial_blocks,
                                               masked_local_attention_1d,
                                               masked_local_attention_1d_incremental)
 from namedmesh.layers.losses import (sigmoid_cross_entropy_with_logits,

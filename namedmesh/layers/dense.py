@@ -72,7 +72,7 @@ def dense(x: Tensor, new_dims, reduced_dims=None, expert_dims=None, use_bias: bo
           activation=None, master_dtype=None, slice_dtype=None, variable_dtype=None,
           kernel_initializer=None, kernel_weights: Optional[Tensor] = None, name: str = None,
           store: Optional[VariableStore] = None) -> Tensor:
-    """``x[..., reduced] @ kernel[expert, reduced, new] (+ bias[expert, new])``, then ``activation``.
+    """``activation(x[..., reduced] @ kernel[expert, reduced, new] + bias[expert, new])``.
 
     Args:
       x: input with dims ``[..., *reduced_dims]`` (and ``expert_dims`` if any).
@@ -119,7 +119,7 @@ def dense(x: Tensor, new_dims, reduced_dims=None, expert_dims=None, use_bias: bo
 
 
 def _activation(activation):
-    """None / "linear" / a namedmesh function name (mtf: a name in the mtf namespace) / a callable."""
+    """None / "linear" / a namedmesh function name (mtf: a name in mtf's namespace) / a callable."""
     if activation is None or activation == "linear":
         return None
     if isinstance(activation, str):

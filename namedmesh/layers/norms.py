@@ -56,7 +56,7 @@ def layer_norm(x: Tensor, dim, epsilon: float = 1e-6, name: str = "layer_prepost
 def rms_norm(x: Tensor, dim, epsilon: float = 1e-6, name: str = "rms_norm",
              ensemble_dims=None, variable_dtype=None,
              store: Optional[VariableStore] = None) -> Tensor:
-    """T5's RMS norm (mtf ``transformer.sublayer_rms_norm``): ``x * rsqrt(mean(x^2) + eps) * scale``.
+    """T5's RMS norm: ``x * rsqrt(mean(x^2) + eps) * scale`` (mtf's ``sublayer_rms_norm``).
 
     The mean is over ``dim`` (the model dim); the variable ``<name>/scale``
     (ones) has dims ``ensemble_dims + [dim]``.  mtf's legacy names are

@@ -1,4 +1,4 @@
-"""Lowering of top-1 and cumsum, whose split versions need the processor coordinate."""
+"""Lowering of top-1, top-k and cumsum, whose split versions need the processor coordinate."""
 
 import tensorflow as tf
 
@@ -32,28 +32,12 @@ def lower_top_1(x: Tensor, dim):
         vals = tuple(p[0] for p in pairs)
         idx = tuple(p[1] for p in pairs)
         return Tensor(mesh, out_shape, vals, x.dtype), Tensor(mesh, out_shape, idx, tf.int32)
-    # split: find the global max and the first position holding it, then read the
-    # value through a one-hot mask so that its gradient reaches that position.
-    from namedmesh.core.contraction import reduce_sum
-    from namedmesh.core.creation import mtf_range
-    from namedmesh.core.elementwise import equal, where
-    local_size = x.layout.slice_sizes[axis]
-
-    def local(v, coord):
-        vals, idx = _local_top_1(tf.stop_gradient(v), axis)
-        return vals, idx + tf.cast(coord * local_size, tf.int32)
-
-    pairs = impl.slicewise(local, x.slices, impl.pcoord(mesh_axis))
-    vals = tuple(p[0] for p in pairs)
-    idx = tuple(p[1] for p in pairs)
-    best = impl.allreduce(vals, [mesh_axis], "MAX", shape=out_shape)
-    never = tf.int32.max
-    candidates = impl.slicewise(lambda v, b, i: tf.where(tf.equal(v, b), i, never), vals, best, idx)
-    indices = Tensor(mesh, out_shape, impl.allreduce(candidates, [mesh_axis], "MIN",
-                                                     shape=out_shape), tf.int32)
-    mask = equal(indices, mtf_range(mesh, dim, tf.int32))
-    values = reduce_sum(where(mask, x, 0), reduced_dim=dim)
-    return values, indices
+    # split: mtf's lowering, top_k with k = 1 (two all-gathers), then drop the k dim
+    from namedmesh.core.dims import Dimension
+    values, indices = lower_top_k(x, dim, Dimension("_one", 1))
+    squeeze = impl.slicewise(lambda v: tf.squeeze(v, -1), values.slices)
+    squeeze_idx = impl.slicewise(lambda v: tf.squeeze(v, -1), indices.slices)
+    return Tensor(mesh, out_shape, squeeze, x.dtype), Tensor(mesh, out_shape, squeeze_idx, tf.int32)
 
 
 def lower_cumsum(x: Tensor, dim, exclusive: bool, reverse: bool = False) -> Tensor:
