@@ -144,6 +144,12 @@ RUNNERS = {
     "embedding": lambda i, m: L.embedding(i["ids"], "vocab:10", "d_model:6"),
     "conv2d_with_blocks": lambda i, m: L.conv2d_with_blocks(
         i["x"], "out:3", filter_size=(3, 3), h_blocks_dim="h_blocks:2", w_blocks_dim="w_blocks:2"),
+    "conv2d_transpose_with_blocks": lambda i, m: L.conv2d_transpose_with_blocks(
+        i["x"], "out:3", h_blocks_dim="h_blocks:2", w_blocks_dim="w_blocks:2"),
+    "conv3d_with_blocks": lambda i, m: L.conv3d_with_blocks(
+        i["x"], "out:2", d_blocks_dim="d_blocks:2", h_blocks_dim="h_blocks:2"),
+    "conv3d_transpose_with_blocks": lambda i, m: L.conv3d_transpose_with_blocks(
+        i["x"], "out:2", d_blocks_dim="d_blocks:2", h_blocks_dim="h_blocks:1"),
     "separable_conv1d": lambda i, m: L.separable_conv1d(i["x"], "out:4", min_relative_pos=-1,
                                                         max_relative_pos=2),
     "conv1d": lambda i, m: L.conv1d(i["x"], "out:3", filter_size=3),

@@ -34,18 +34,21 @@ def multiplicative_jitter(x: Tensor, epsilon: float = 1e-2, seed=None) -> Tensor
                               maxval=1.0 + epsilon, dtype=x.dtype)
 
 
-def annealed_dropout(x: Tensor, is_training: bool, start_step, end_step, init_rate: float,
-                     step, noise_shape=None, name: str = None, seed=None) -> Tensor:
+def annealed_dropout(x: Tensor, is_training: bool, start_step, end_step, init_rate: float = None,
+                     noise_shape=None, name: str = None, step=None, seed=None) -> Tensor:
     """Dropout whose rate falls linearly from ``init_rate`` at ``start_step`` to 0 at ``end_step``.
 
     ``keep_prob = min(1, (1 - init_rate) + init_rate * (step - start) / (end - start))``,
     as mtf computes it (before ``start_step`` the rate exceeds ``init_rate``).
-    mtf reads the global step from the TF1 graph; namedmesh takes ``step`` (an
+    mtf reads the global step from the TF1 graph; namedmesh takes ``step=`` (an
     int or scalar tensor).  Kept float values are scaled by ``1 / keep_prob``.
     """
     check_tensor(x, "annealed_dropout")
     if init_rate is None:
         raise ConfigError("annealed_dropout: init_rate is required (mtf computes 1.0 - None)")
+    if step is None:
+        raise ConfigError("annealed_dropout: pass step= (the training step; mtf reads the TF1 "
+                          "global step, which TF2 programs do not have)")
     noise_shape = convert_to_shape(noise_shape) if noise_shape is not None else x.shape
     if not is_training:
         return x

@@ -467,6 +467,36 @@ def _(c):
                                 filter_initializer=tf.random_normal_initializer(stddev=0.3))
 
 
+@case("conv2d_transpose_with_blocks", variants=[("mesh", MESH_2x2, "h_blocks:b0;w_blocks:b1")])
+def _(c):
+    x = c.input("x", "batch:2;h_blocks:2;w_blocks:2;h:2;w:3;c:2")
+    c.call = ("conv2d_transpose_with_blocks(x, out:3, filter_size=(2, 2), strides=(2, 2), "
+              "h_blocks_dim=h_blocks, w_blocks_dim=w_blocks)")
+    return L.conv2d_transpose_with_blocks(
+        x, D("out", 3), h_blocks_dim=D("h_blocks", 2), w_blocks_dim=D("w_blocks", 2),
+        filter_initializer=tf.random_normal_initializer(stddev=0.3))
+
+
+@case("conv3d_with_blocks", variants=[("mesh", MESH_2x2, "d_blocks:b0;h_blocks:b1")])
+def _(c):
+    x = c.input("x", "batch:1;d_blocks:2;h_blocks:2;d:2;h:2;w:3;c:2")
+    c.call = ("conv3d_with_blocks(x, out:2, filter_size=(3, 3, 3), d_blocks_dim=d_blocks, "
+              "h_blocks_dim=h_blocks)")
+    return L.conv3d_with_blocks(x, D("out", 2), d_blocks_dim=D("d_blocks", 2),
+                                h_blocks_dim=D("h_blocks", 2),
+                                filter_initializer=tf.random_normal_initializer(stddev=0.3))
+
+
+@case("conv3d_transpose_with_blocks")
+def _(c):
+    x = c.input("x", "batch:1;d_blocks:2;h_blocks:1;d:2;h:2;w:2;c:2")
+    c.call = ("conv3d_transpose_with_blocks(x, out:2, filter_size=(2, 2, 2), "
+              "d_blocks_dim=d_blocks, h_blocks_dim=h_blocks)")
+    return L.conv3d_transpose_with_blocks(
+        x, D("out", 2), d_blocks_dim=D("d_blocks", 2), h_blocks_dim=D("h_blocks", 1),
+        filter_initializer=tf.random_normal_initializer(stddev=0.3))
+
+
 @case("conv2d_transpose")
 def _(c):
     x = c.input("x", "batch:2;h:3;w:2;c:3")
