@@ -15,8 +15,8 @@ def summary_for_clip_activation_gradient(t: Tensor, name: str = None,
     """mtf's activation summaries: ``mean/``, ``max/`` and, with ``batch_dims``, the mean, max
     and variance over those dims of the RMS over the others (``rms_mean/<name>`` ...).
 
-    Writes them with ``tf.summary.scalar`` (a no-op without a default writer) and
-    returns ``{tag: scalar}``.
+    Writes them with ``tf.summary.write`` to the default summary writer, if any
+    (at ``tf.summary.experimental.get_step()``), and returns ``{tag: scalar}``.
     """
     check_tensor(t, "summary_for_clip_activation_gradient")
     values = {"mean/": reduce_mean(t), "max/": reduce_max(t)}
@@ -28,7 +28,7 @@ def summary_for_clip_activation_gradient(t: Tensor, name: str = None,
         values["rms_var/%s" % name] = reduce_mean(square(rms_batch - mean))
     out = {tag: export_to_tf_tensor(v) for tag, v in values.items()}
     for tag, v in out.items():
-        tf.summary.scalar(tag, v)
+        tf.summary.write(tag, v)   # False and nothing written without a default writer
     return out
 
 
