@@ -12,6 +12,7 @@ quiet_tensorflow_for_the_command()
 
 from namedmesh.core.contraction import (einsum, matmul, reduce_all, reduce_any, reduce_max,
                                         reduce_mean, reduce_min, reduce_sum)
+from namedmesh.core.control import recompute_grad, while_loop
 from namedmesh.core.conv import (conv2d_backprop_filter, conv2d_backprop_input,
                                  conv2d_transpose_backprop_filter, conv2d_transpose_backprop_input,
                                  conv2d_transpose_with_filter, conv2d_with_filter,

@@ -3,26 +3,65 @@
 Variables are held whole (the "master" copy, axes in mtf's dimension order);
 each use imports them onto the mesh, where every processor keeps its slice.
 Gradients with respect to the master variable sum over all slices and copies.
+
+Layers find their store as ``store=`` or, as mtf code expects (no store
+argument), the store made current by ``with store.as_default():``.
 """
 
 import contextlib
 import hashlib
 import math
+import weakref
 from typing import Callable, Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 
+from namedmesh.core.control import register_context_capture
 from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.core.tensor import Tensor, import_tf_tensor
-from namedmesh.errors import ShapeError
+from namedmesh.errors import ConfigError, ShapeError
 
 Initializer = Callable[[Shape, tf.DType, int], tf.Tensor]
 
 
-def truncated_normal_initializer(stddev: float) -> Initializer:
+def _initializer(fn) -> Initializer:
+    fn.namedmesh_initializer = True
+    return fn
+
+
+def truncated_normal_initializer(stddev: float, mean: float = 0.0) -> Initializer:
+    """Truncated normal (at 2 stddev), as ``tf.truncated_normal_initializer``."""
+    @_initializer
     def init(shape: Shape, dtype, seed: int):
-        return tf.random.stateless_truncated_normal(shape.sizes, seed=[seed, 0], stddev=stddev,
-                                                    dtype=dtype)
+        return tf.random.stateless_truncated_normal(shape.sizes, seed=[seed, 0], mean=mean,
+                                                    stddev=stddev, dtype=dtype)
+    return init
+
+
+def random_normal_initializer(stddev: float = 1.0, mean: float = 0.0) -> Initializer:
+    """Normal values, as ``tf.random_normal_initializer`` (mtf's embedding and attention init)."""
+    @_initializer
+    def init(shape: Shape, dtype, seed: int):
+        return tf.random.stateless_normal(shape.sizes, seed=[seed, 0], mean=mean, stddev=stddev,
+                                          dtype=dtype)
+    return init
+
+
+def random_uniform_initializer(minval: float, maxval: float) -> Initializer:
+    """Uniform values in ``[minval, maxval)``, as ``tf.random_uniform_initializer``."""
+    @_initializer
+    def init(shape: Shape, dtype, seed: int):
+        return tf.random.stateless_uniform(shape.sizes, seed=[seed, 0], minval=minval,
+                                           maxval=maxval, dtype=dtype)
+    return init
+
+
+def constant_initializer(value) -> Initializer:
+    """Every element ``value`` (a scalar)."""
+    @_initializer
+    def init(shape: Shape, dtype, seed: int):
+        return tf.fill(shape.sizes, tf.cast(value, dtype))
     return init
 
 
@@ -34,8 +73,84 @@ def variance_scaling_initializer(reduced_dims, scale: float = 1.0) -> Initialize
     return truncated_normal_initializer(math.sqrt(scale / max(1.0, fan_in)))
 
 
+@_initializer
+def glorot_uniform_initializer(shape: Shape, dtype, seed: int):
+    """Uniform in ``[-limit, limit)``, ``limit = sqrt(6 / (fan_in + fan_out))``: TensorFlow's
+    default for ``tf.get_variable`` (mtf's ``get_variable`` without an initializer).  Fans as
+    TF computes them: the last two axes times the product of the others (the receptive field)."""
+    sizes = shape.sizes
+    if len(sizes) == 0:
+        fan_in = fan_out = 1
+    elif len(sizes) == 1:
+        fan_in = fan_out = sizes[0]
+    else:
+        receptive = math.prod(sizes[:-2])
+        fan_in, fan_out = sizes[-2] * receptive, sizes[-1] * receptive
+    limit = math.sqrt(6.0 / max(1.0, fan_in + fan_out))
+    return tf.random.stateless_uniform(sizes, seed=[seed, 0], minval=-limit, maxval=limit,
+                                       dtype=dtype)
+
+
+@_initializer
 def zeros_initializer(shape: Shape, dtype, seed: int):
     return tf.zeros(shape.sizes, dtype)
+
+
+@_initializer
+def ones_initializer(shape: Shape, dtype, seed: int):
+    return tf.ones(shape.sizes, dtype)
+
+
+def as_initializer(init, what: str = "initializer") -> Optional[Initializer]:
+    """A namedmesh initializer from ``init``.
+
+    Accepts namedmesh initializers, Keras / TF initializer objects and plain
+    functions called as ``init(sizes, dtype=dtype)`` (how mtf's code and tests
+    write them: ``lambda shape, dtype, **kw: values``).
+    """
+    if init is None or getattr(init, "namedmesh_initializer", False):
+        return init
+    if not callable(init):
+        raise ConfigError("%s: %r is not callable; pass an initializer such as "
+                          "namedmesh.layers.random_normal_initializer(0.02)" % (what, init))
+
+    @_initializer
+    def adapted(shape: Shape, dtype, seed: int):
+        return tf.convert_to_tensor(init(list(shape.sizes), dtype=dtype), dtype)
+    return adapted
+
+
+_DEFAULT_STORES = []
+_ALL_STORES = weakref.WeakSet()
+
+
+def current_store(store: Optional["VariableStore"], op: str) -> "VariableStore":
+    """``store`` if given, else the innermost ``with store.as_default():`` store."""
+    if store is not None:
+        return store
+    if _DEFAULT_STORES:
+        return _DEFAULT_STORES[-1]
+    raise ConfigError("%s: no variable store; pass store=namedmesh.VariableStore() or call it "
+                      "inside `with store.as_default():`" % op)
+
+
+def variable_dtypes(variable_dtype=None, master_dtype=None, activation_dtype=None):
+    """``(master dtype, activation dtype)`` from mtf's ways of saying them.
+
+    ``variable_dtype``: None, a ``tf.DType`` (the master dtype) or an object
+    with ``master_dtype`` and ``activation_dtype`` (mtf's ``VariableDType``).
+    The master dtype defaults to float32, the activation dtype to ``activation_dtype``.
+    """
+    master = tf.as_dtype(master_dtype or tf.float32)
+    activation = tf.as_dtype(activation_dtype) if activation_dtype is not None else None
+    if variable_dtype is not None:
+        if hasattr(variable_dtype, "master_dtype"):
+            master = tf.as_dtype(variable_dtype.master_dtype)
+            if getattr(variable_dtype, "activation_dtype", None) is not None:
+                activation = tf.as_dtype(variable_dtype.activation_dtype)
+        else:
+            master = tf.as_dtype(variable_dtype)
+    return master, activation
 
 
 class VariableStore:
@@ -43,22 +158,58 @@ class VariableStore:
 
     Names are mtf's: ``scope/.../name`` (``with store.scope("wi"):`` then
     ``get_variable(mesh, "kernel", ...)`` makes ``wi/kernel``).  Initial values
-    are drawn from ``seed`` and the variable's name, so a store is reproducible.
+    are drawn from ``seed`` and the variable's name, so a store is reproducible;
+    ``values`` (``{mtf_name: array}``, e.g. read from an mtf checkpoint) gives
+    the initial value of the variables it names instead.
     """
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, values: Optional[Dict[str, np.ndarray]] = None):
         self.seed = seed
         self._variables: Dict[str, tf.Variable] = {}
         self._shapes: Dict[str, Shape] = {}
         self._scope = []
+        self._pending: Dict[str, np.ndarray] = {}
+        if values:
+            self.load_values(values)
+        _ALL_STORES.add(self)
 
     @contextlib.contextmanager
     def scope(self, name: str):
+        """Variables created inside are called ``name/...`` (mtf's variable scope)."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError("variable scope name must be a non-empty string, got %r" % (name,))
         self._scope.append(name)
         try:
             yield
         finally:
             self._scope.pop()
+
+    @contextlib.contextmanager
+    def as_default(self):
+        """Make this the store of layers called without ``store=`` inside the block."""
+        _DEFAULT_STORES.append(self)
+        try:
+            yield self
+        finally:
+            _DEFAULT_STORES.pop()
+
+    def load_values(self, values: Dict[str, np.ndarray]):
+        """Set variables by mtf name: existing ones are assigned (shapes must agree),
+        the others take these values when they are created."""
+        for name, value in values.items():
+            value = np.asarray(value)
+            var = self._variables.get(name)
+            if var is None:
+                self._pending[name] = value
+                continue
+            if tuple(value.shape) != self._shapes[name].sizes:
+                raise ShapeError("variable %r has dims %s; the value loaded has shape %s"
+                                 % (name, self._shapes[name], tuple(value.shape)))
+            var.assign(value.astype(var.dtype.as_numpy_dtype))
+
+    def unused_values(self):
+        """Names given to ``load_values`` (or ``values=``) that no variable has taken yet."""
+        return sorted(self._pending)
 
     def full_name(self, name: str) -> str:
         return "/".join(self._scope + [name])
@@ -81,9 +232,14 @@ class VariableStore:
                 raise ShapeError("variable %r exists with dims %s, requested with %s"
                                  % (full_name, self._shapes[full_name], shape))
             return var
+        if value is None and full_name in self._pending:
+            value = self._pending.pop(full_name)
+            if tuple(value.shape) != shape.sizes:
+                raise ShapeError("variable %r is created with dims %s, but the value loaded for "
+                                 "it has shape %s" % (full_name, shape, tuple(value.shape)))
         with tf.init_scope():
             if value is None:
-                init = initializer or truncated_normal_initializer(1.0)
+                init = as_initializer(initializer) or truncated_normal_initializer(1.0)
                 value = init(shape, tf.as_dtype(dtype), self._seed_for(full_name))
             var = tf.Variable(tf.cast(value, dtype), trainable=trainable,
                               name=full_name.replace("/", "_"))
@@ -112,3 +268,35 @@ class VariableStore:
     @property
     def trainable_variables(self):
         return [v for v in self._variables.values() if v.trainable]
+
+
+def _capture_stores():
+    """The default stores and every store's scope now; restoring them lets code run again on
+    the backward pass (``recompute_grad``) find the variables it found forward, and checks that
+    it creates none."""
+    defaults = list(_DEFAULT_STORES)
+    scopes = [(store, list(store._scope)) for store in _ALL_STORES]
+
+    @contextlib.contextmanager
+    def restore():
+        saved_defaults = list(_DEFAULT_STORES)
+        saved_scopes = [(store, store._scope) for store, _ in scopes]
+        counts = [(store, len(store._variables)) for store, _ in scopes]
+        _DEFAULT_STORES[:] = defaults
+        for store, scope in scopes:
+            store._scope = list(scope)
+        try:
+            yield
+        finally:
+            _DEFAULT_STORES[:] = saved_defaults
+            for store, scope in saved_scopes:
+                store._scope = scope
+        created = [name for store, n in counts for name in list(store._variables)[n:]]
+        if created:
+            raise ConfigError("variables %s were created while recomputing on the backward "
+                              "pass; create every variable in the forward pass" % created)
+
+    return restore
+
+
+register_context_capture(_capture_stores)

@@ -173,8 +173,21 @@ def backward_phase():
         _state.phase = old
 
 
+@contextlib.contextmanager
+def suspended():
+    """Record nothing inside the block (for code that is traced but never runs)."""
+    old = getattr(_state, "suspended", False)
+    _state.suspended = True
+    try:
+        yield
+    finally:
+        _state.suspended = old
+
+
 def record(**fields) -> None:
     """Add a record to every active trace (no-op when none is active)."""
+    if getattr(_state, "suspended", False):
+        return
     rec = CollectiveRecord(phase=getattr(_state, "phase", "forward"), **fields)
     with _lock:
         for t in _traces:
@@ -187,7 +200,7 @@ def active() -> bool:
 
 def mark_step(name: str, tensor) -> None:
     """Note that a layer produced ``tensor`` at step ``name`` (no-op when not tracing)."""
-    if not _traces or not tensor.mesh.impl.should_record():
+    if not _traces or getattr(_state, "suspended", False) or not tensor.mesh.impl.should_record():
         return
     mesh = tensor.mesh
     layout = tensor.layout
