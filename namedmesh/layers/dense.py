@@ -23,7 +23,7 @@ def _dims(x) -> list:
 
 def dense(x: Tensor, new_dims, reduced_dims=None, expert_dims=None, use_bias: bool = True,
           activation=None, name: str = "dense", store: Optional[VariableStore] = None,
-          kernel_initializer=None) -> Tensor:
+          kernel_initializer=None, variable_dtype=None) -> Tensor:
     """``x[..., reduced] @ kernel[expert, reduced, new] (+ bias[expert, new])``.
 
     Args:
@@ -33,6 +33,8 @@ def dense(x: Tensor, new_dims, reduced_dims=None, expert_dims=None, use_bias: bo
       expert_dims: dims of ``x`` along which each slice gets its own weights.
       store: where the variables live (``name/kernel`` and ``name/bias``), with
         the kernel's dims in mtf's order ``expert_dims + reduced_dims + new_dims``.
+      variable_dtype: the dtype the variables are read in before they are cast to x's
+        dtype (mtf's ``VariableDType.activation_dtype``); default: x's dtype.
     Returns:
       dims ``[x dims without reduced_dims] + new_dims``.
     """
@@ -57,6 +59,8 @@ def dense(x: Tensor, new_dims, reduced_dims=None, expert_dims=None, use_bias: bo
         kernel = store.get_variable(
             x.mesh, "kernel", kernel_shape,
             initializer=kernel_initializer or variance_scaling_initializer(reduced_dims))
+        if variable_dtype is not None and kernel.dtype != variable_dtype:
+            kernel = cast(kernel, variable_dtype)
         if kernel.dtype != x.dtype:
             kernel = cast(kernel, x.dtype)
         y = einsum([x, kernel], output_shape)

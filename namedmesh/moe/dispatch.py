@@ -169,21 +169,20 @@ class IndexDispatcher:
         def local(y, *route_values):
             y = tf.reshape(align_local(y, expert_output.shape, ordered_in), [nb, empty, -1])
             padded = tf.concat([y, tf.zeros_like(y[:, :1])], axis=1)
-            picked = [(slot, weight[:, :, None], tf.gather(padded, slot, batch_dims=1))
-                      for slot, weight in route_values]
-            if len(picked) == 1:
-                _, w, e = picked[0]
-                out = tf.cast(w, wide) * tf.cast(e, wide)
+            if len(route_values) == 1:
+                slot, weight = route_values[0]
+                out = tf.cast(weight[:, :, None], wide) * tf.cast(
+                    tf.gather(padded, slot, batch_dims=1), wide)
             else:
                 # the einsum's matmul adds along the slot index: the lower slot's product,
                 # then the higher one fused into it (one rounding, as an FMA does); float64
                 # holds the product exactly, so this rounds as the einsum does
-                (slot_a, w_a, e_a), (slot_b, w_b, e_b) = picked
-                a_first = (slot_a <= slot_b)[:, :, None]
-                low = (tf.cast(tf.where(a_first, w_a, w_b), wide)
-                       * tf.cast(tf.where(a_first, e_a, e_b), wide))
-                high = (tf.cast(tf.where(a_first, w_b, w_a), tf.float64)
-                        * tf.cast(tf.where(a_first, e_b, e_a), tf.float64))
+                (slot_a, w_a), (slot_b, w_b) = route_values
+                a_first = slot_a <= slot_b
+                low = (tf.cast(tf.where(a_first, w_a, w_b)[:, :, None], wide) * tf.cast(
+                    tf.gather(padded, tf.minimum(slot_a, slot_b), batch_dims=1), wide))
+                high = (tf.cast(tf.where(a_first, w_b, w_a)[:, :, None], tf.float64) * tf.cast(
+                    tf.gather(padded, tf.maximum(slot_a, slot_b), batch_dims=1), tf.float64))
                 out = tf.cast(high + tf.cast(low, tf.float64), wide)
             out = tf.cast(out, expert_output.dtype)
             return align_local(tf.reshape(out, local_out), ordered_out, output_shape)

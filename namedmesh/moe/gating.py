@@ -6,7 +6,10 @@ tensors ``[..., group_size, experts, capacity]`` are built on demand), the
 load-balancing ``loss`` (not yet times ``loss_coef``) and ``stats``.
 
 Router math runs in float32 whatever the activations' dtype (mtf does the same:
-bfloat16 routing reduces quality); the combine weights come back in the inputs' dtype.
+bfloat16 routing reduces quality; Switch's "selective precision"); the combine
+weights come back in the inputs' dtype.  Like mtf, which reads every variable in
+the activation dtype, a bfloat16 layer reads the router kernel rounded to bfloat16
+and then computes with it in float32.
 
 Differences from mtf 0.1.21 (its crashes, fixed):
 * train mode without ``importance`` (nonpadding) works (mtf casts ``None``);
@@ -103,9 +106,12 @@ class Seeds:
         return tf.stack([self.base, tf.constant(self.count, tf.int64)])
 
 
-def _logits(gate_inputs, outer_expert_dims, experts_dim, store, name):
+def _logits(gate_inputs, outer_expert_dims, experts_dim, store, name, activation_dtype):
+    """The router logits in float32; the kernel is read in the activations' dtype first
+    (mtf reads every variable in the activation dtype, and its router casts it back)."""
     return dense(gate_inputs, experts_dim, reduced_dims=gate_inputs.shape.dims[-1:],
-                 expert_dims=outer_expert_dims, use_bias=False, name=name, store=store)
+                 expert_dims=outer_expert_dims, use_bias=False, name=name, store=store,
+                 variable_dtype=activation_dtype)
 
 
 def _z_loss_requests(logits, experts_dim, importance=None):
@@ -141,7 +147,8 @@ def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
     """
     group_size_dim = inputs.shape.dims[-2]
     gate_inputs = to_float(inputs)
-    gate_logits = _logits(gate_inputs, outer_expert_dims, experts_dim, store, name)
+    gate_logits = _logits(gate_inputs, outer_expert_dims, experts_dim, store, name,
+                          inputs.dtype)
     raw_gates = softmax(gate_logits, experts_dim)
     capacity = float(capacity_dim.size)
 
@@ -244,7 +251,8 @@ def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
         gate_inputs = gate_inputs * random_uniform(gate_inputs.mesh, gate_inputs.shape,
                                                    seeds.next(), minval=1.0 - eps,
                                                    maxval=1.0 + eps)
-    gate_logits = _logits(gate_inputs, outer_expert_dims, experts_dim, store, name)
+    gate_logits = _logits(gate_inputs, outer_expert_dims, experts_dim, store, name,
+                          inputs.dtype)
     raw_gates = softmax(gate_logits, experts_dim)
     if policy == "sample":
         noise = random_uniform(gate_logits.mesh, gate_logits.shape, seeds.next(), minval=1e-9,
