@@ -26,9 +26,8 @@ def _dims_summary(dims) -> dict:
             * dims.capacity_y.size}
 
 
-def build_step(nm, tf, args, w):
-    """(mesh, layer, shape, step) for the configuration; step(x, seed) -> (objective, grads
-    reduced to one number, so that every gradient is computed and nothing large is copied)."""
+def build_layer(nm, tf, args, w):
+    """(mesh, layer, shape): the workload's MoE2D layer, built on the configuration's mesh."""
     n = mesh_size(args.mesh)
     strategy = None
     if args.executor == "strategy":
@@ -41,16 +40,30 @@ def build_step(nm, tf, args, w):
     shape = nm.Shape([nm.Dimension(name, size) for name, size in zip(
         ["outer_batch", "batch", "length", "d_model"], input_sizes(w))])
     layer.build(shape, mesh)
+    return mesh, layer, shape
+
+
+def step_function(nm, tf, mesh, layer, shape):
+    """step(x, seed) -> (objective, the gradients w.r.t. the input and every variable reduced
+    to one number): a layer inside a model needs both; nothing large is copied out."""
     variables = layer.trainable_variables
 
     def step(x, seed):
         with tf.GradientTape() as tape:
+            tape.watch(x)
             y, aux = layer(nm.import_tf_tensor(mesh, x, shape), train=True, seed=seed)
             objective = nm.export_to_tf_tensor(nm.reduce_sum(y) + aux)
-        grads = tape.gradient(objective, variables)
+        grads = tape.gradient(objective, [x] + list(variables))
         return objective, tf.add_n([tf.reduce_sum(g) for g in grads])
 
-    if strategy is None:
+    return step
+
+
+def build_step(nm, tf, args, w):
+    """(mesh, layer, shape, run) for the configuration; run(x, seed) runs one traced step."""
+    mesh, layer, shape = build_layer(nm, tf, args, w)
+    step = step_function(nm, tf, mesh, layer, shape)
+    if mesh.strategy is None:
         def run(x, seed):
             return mesh.run(step, x, seed, function=True)
     else:

@@ -3,7 +3,8 @@ of TensorFlow, namedmesh or mtf, so the oracle's interpreter can read it too).
 
 Issue 16's workload: MoE2D top-2, 8,192 tokens (outer_batch 2 x batch 8 x length 512),
 d_model 512, hidden 2048, 4x4 experts, capacity factor 1.25 (train), forward +
-backward of ``reduce_sum(y) + aux_loss``; ``--tiny`` shrinks it for a smoke test.
+backward of ``reduce_sum(y) + aux_loss`` w.r.t. the input and every variable (as for a
+layer inside a model); ``--tiny`` shrinks it for a smoke test.
 """
 
 import argparse

@@ -68,20 +68,20 @@ class Gating:
     dtype: tf.DType
     loss: Tensor
     stats: RoutingStats
-    _combine: Optional[Tensor] = field(default=None, repr=False, compare=False)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def combine_tensor(self) -> Tensor:
         """mtf's combine tensor ``[..., group_size, experts, capacity]``: the weight of
         each token in each expert slot (at most one slot per expert, zero elsewhere).
-        Built on first use, then kept."""
-        if self._combine is None:
+        Built on first use, then kept (``cache``, where dispatchers keep what they derive)."""
+        if "combine" not in self.cache:
             combine = None
             for r in self.routes:
                 term = (r.gate * r.kept * one_hot(r.expert, self.experts_dim)
                         * one_hot(to_int32(r.position), self.capacity_dim))
                 combine = term if combine is None else combine + term
-            self._combine = cast(combine, self.dtype)
-        return self._combine
+            self.cache["combine"] = cast(combine, self.dtype)
+        return self.cache["combine"]
 
     def weights(self):
         """Each route's combine weight ``[..., group_size]`` in the activations' dtype
