@@ -25,7 +25,8 @@ def _requests(mesh, value):
 
 def _expected(value):
     sq = value * value
-    return {"all": value.sum(), "all_squares": sq.sum(), "per_c": value.sum((0, 1)), "per_b_a": sq.sum(2).T,
+    return {"all": value.sum(), "all_squares": sq.sum(), "per_c": value.sum((0, 1)),
+            "per_b_a": sq.sum(2).T,
             "local": np.transpose(value, (0, 2, 1)), "count": (value > 0).sum((0, 2))}
 
 
@@ -34,7 +35,8 @@ def test_reduce_sums_equal_separate_sums_with_one_allreduce_per_mesh_dims():
     mesh = nm.Mesh("x:2;y:2", LAYOUT)
     with nm.trace_collectives() as tr:
         sums = reduce_sums(_requests(mesh, value))
-    dims = {"all": (), "all_squares": (), "per_c": ("c",), "per_b_a": ("b", "a"), "local": ("a", "c", "b"),
+    dims = {"all": (), "all_squares": (), "per_c": ("c",), "per_b_a": ("b", "a"),
+            "local": ("a", "c", "b"),
             "count": ("b",)}
     for name, want in _expected(value).items():
         assert sums[name].shape.names == dims[name]

@@ -8,13 +8,13 @@ Two implementations of one interface, chosen by the layers' ``dispatch`` option:
   with the group size; it is what TPUs run well (dense matmuls, static shapes).
 * ``IndexDispatcher``: a gather of each slot's token and a gather of each token's
   slots (flaxformer's scatter router, Tutel's fast encode/decode), ``O(E·C·M + S·M)``
-  per group.  The default on CPU and GPU.
+  per group; their gradients are gathers too.  The default on CPU and GPU.
 
 Both take the router's ``Gating`` and produce tensors of the same named shape, so
 the layout, and with it every all-to-all, is the same.  The index dispatcher's
-dispatched tensor and slot weights equal the einsum's bit for bit (each slot
-holds one token); a combine adds a token's two weighted expert outputs, which the
-einsum's matmul may round in another order (differences of a float32 ulp).
+dispatched tensor, slot weights and slot gradients equal the einsum's bit for bit
+(each slot holds one token); a combine adds a token's two weighted expert outputs,
+which the einsum's matmul may fuse into one FMA (a float32 rounding apart).
 
 Index dispatch works per processor and needs the group, expert and capacity dims
 unsplit (the standard MoE layouts never split them); if a layout splits one, it
@@ -29,8 +29,7 @@ from namedmesh.core.elementwise import align_local
 from namedmesh.core.tensor import Tensor
 from namedmesh.errors import ConfigError
 from namedmesh.lowering.trace import mark_step
-
-DISPATCH_CHOICES = ("auto", "einsum", "index")
+from namedmesh.moe.config import DISPATCHERS
 
 
 class OneHotEinsumDispatcher:
@@ -283,9 +282,9 @@ class IndexDispatcher:
 def make_dispatcher(choice: str, mesh) -> object:
     """The dispatcher for the ``dispatch`` option on ``mesh``: ``"einsum"``, ``"index"``,
     or ``"auto"`` = einsum under a TPUStrategy (dense matmuls suit the TPU), else index."""
-    if choice not in DISPATCH_CHOICES:
+    if choice not in DISPATCHERS:
         raise ConfigError("dispatch: unknown dispatcher %r; expected one of %s"
-                          % (choice, ", ".join(repr(c) for c in DISPATCH_CHOICES)))
+                          % (choice, ", ".join(repr(c) for c in DISPATCHERS)))
     if choice == "auto":
         strategy = getattr(mesh, "strategy", None)
         choice = "einsum" if strategy is not None and "TPUStrategy" in type(
@@ -295,4 +294,3 @@ def make_dispatcher(choice: str, mesh) -> object:
 
 ONE_HOT_EINSUM = OneHotEinsumDispatcher()
 INDEX = IndexDispatcher()
-DEFAULT_DISPATCHER = ONE_HOT_EINSUM  # mtf's; the layers choose with make_dispatcher

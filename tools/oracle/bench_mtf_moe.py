@@ -3,9 +3,10 @@
 Runs mesh-tensorflow 0.1.21's ``transformer_moe_layer_v2`` on the benchmark workload
 (benchmarks/workload.py), lowered with mtf's PlacementMeshImpl on one logical CPU device per
 processor, forward + backward of ``reduce_sum(y) + loss`` w.r.t. the input and every variable
-(train mode, nonpadding all ones), in a TF1 session.  Prints one ``BENCH_RESULT {json}`` line: graph build, lowering, the first
-session run (with session creation and variable initialisation), the timed steps, their
-median and peak RSS.  benchmarks/bench.py runs it with the oracle's interpreter:
+(train mode, nonpadding all ones), in a TF1 session.  Prints one ``BENCH_RESULT {json}``
+line: graph build, lowering, the first session run (with session creation and variable
+initialisation), the timed steps, their median and peak RSS.  benchmarks/bench.py runs it
+with the oracle's interpreter:
 
     /tmp/mtf-oracle/bin/python tools/oracle/bench_mtf_moe.py --mesh "b0:2;b1:2" --group-size 1024
 """
