@@ -60,6 +60,9 @@ class Mesh:
       collective_timeout: seconds a tf.distribute collective waits for the rest
         of its group before failing with a ``CollectiveError`` (default
         ``DEFAULT_COLLECTIVE_TIMEOUT``, 600).
+      alltoall_in_bfloat16: send float32 all-to-alls as bfloat16 and cast back, as mtf
+        does on TPU (simd_mesh_impl.py ``alltoall``): for exact parity with mtf runs on
+        TPU.  Lossy (8 mantissa bits), so off by default.
 
     A layout rule naming a mesh dim that the mesh lacks has no effect; it is
     reported with a ``LayoutWarning`` and listed in ``mesh.ignored_rules``.
@@ -67,8 +70,10 @@ class Mesh:
 
     def __init__(self, mesh_shape="", layout="", devices: Optional[Sequence[str]] = None,
                  strategy=None, name: str = "mesh", logical_to_physical=None,
-                 collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT):
+                 collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT,
+                 alltoall_in_bfloat16: bool = False):
         self.shape: Shape = parse_mesh_shape(mesh_shape)
+        self.alltoall_in_bfloat16 = bool(alltoall_in_bfloat16)
         self.layout_rules = convert_to_layout_rules(layout)
         self.name = name
         self._layouts = {}
