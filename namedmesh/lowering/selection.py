@@ -24,8 +24,9 @@ def _local_top_1(v, axis):
     def picked(vt):
         def grad(dy):
             at = tf.one_hot(idx, vt.shape[-1], on_value=True, off_value=False, dtype=tf.bool)
-            return tf.where(at, dy[..., None], tf.zeros_like(vt))
-        return tf.gather(vt, idx[..., None], batch_dims=vt.shape.rank - 1)[..., 0], grad
+            return tf.where(at, tf.expand_dims(dy, -1), tf.zeros_like(vt))
+        taken = tf.gather(vt, tf.expand_dims(idx, -1), batch_dims=vt.shape.rank - 1)
+        return tf.squeeze(taken, -1), grad
 
     return picked(vt), idx
 
