@@ -58,7 +58,9 @@ class Mesh:
         ``mesh.processor_map`` and docs/distributed.md.
       collective_timeout: seconds a tf.distribute collective waits for the rest
         of its group before failing with a ``CollectiveError`` (default
-        ``DEFAULT_COLLECTIVE_TIMEOUT``, 600).
+        ``DEFAULT_COLLECTIVE_TIMEOUT``, 600).  ``None``: no timeout.  TensorFlow
+        keeps one sleeping thread per collective *execution* for the whole
+        timeout, so long training loops need ``None`` (see docs/distributed.md).
 
     A layout rule naming a mesh dim that the mesh lacks has no effect; it is
     reported with a ``LayoutWarning`` and listed in ``mesh.ignored_rules``.
@@ -66,7 +68,7 @@ class Mesh:
 
     def __init__(self, mesh_shape="", layout="", devices: Optional[Sequence[str]] = None,
                  strategy=None, name: str = "mesh", logical_to_physical=None,
-                 collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT):
+                 collective_timeout: Optional[float] = DEFAULT_COLLECTIVE_TIMEOUT):
         self.shape: Shape = parse_mesh_shape(mesh_shape)
         self.layout_rules = convert_to_layout_rules(layout)
         self.name = name
@@ -83,11 +85,12 @@ class Mesh:
         if devices is not None and strategy is not None:
             raise MeshError("give a mesh either devices (placement executor) or a strategy "
                             "(tf.distribute executor), not both")
-        if isinstance(collective_timeout, bool) or \
-                not isinstance(collective_timeout, numbers.Real) or not collective_timeout > 0:
-            raise MeshError("collective_timeout must be a positive number of seconds, got %r"
-                            % (collective_timeout,))
-        self.collective_timeout = float(collective_timeout)
+        if collective_timeout is not None and (
+                isinstance(collective_timeout, bool) or
+                not isinstance(collective_timeout, numbers.Real) or not collective_timeout > 0):
+            raise MeshError("collective_timeout must be a positive number of seconds or None, "
+                            "got %r" % (collective_timeout,))
+        self.collective_timeout = None if collective_timeout is None else float(collective_timeout)
         self.logical_to_physical = logical_to_physical
         self.strategy = strategy
         self._functions = {}
