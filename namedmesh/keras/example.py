@@ -70,7 +70,8 @@ def build_model(task: ToyTask, mesh=None, learning_rate: float = 3e-3, moe_confi
                 dtype=None):
     """The compiled Keras model ``logits = Dense(x + MoE2D(x))`` on ``mesh`` (build it
     inside the strategy's scope).  The batch axis is ``[outer_batch:2, batch]`` on every
-    mesh, so one device computes the same function as the mesh."""
+    mesh, so one device computes the same function as the mesh.  ``dtype``: a Keras
+    dtype policy for the layers, e.g. ``"mixed_bfloat16"`` (the logits come out float32)."""
     import keras
 
     import namedmesh.keras as nmk
@@ -82,7 +83,10 @@ def build_model(task: ToyTask, mesh=None, learning_rate: float = 3e-3, moe_confi
     logits = nmk.Dense("vocab:%d" % task.vocab, input_dims=dims, mesh=mesh, outer_batch=2,
                        name="logits", dtype=dtype)(h)
     model = keras.Model(tokens, keras.layers.Activation("linear", dtype="float32")(logits))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+    optimizer = keras.optimizers.Adam(learning_rate)
+    if dtype == "mixed_float16":   # float16 gradients need loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 

@@ -126,6 +126,7 @@ class _MoE(MeshLayer):
                          trainable=trainable)
         self.moe = self.module_cls(name=_identifier(self.name),
                                    variable_factory=self._make_weight, **moe_kwargs)
+        self.moe.counts_steps = False   # this layer passes the seeds (its seed_step)
         self.moe_kwargs = dict(moe_kwargs)
         self.seed_step = None
         self.routing_metrics = {

@@ -45,7 +45,8 @@ class _MoELayer(tf.Module):
     config_cls = None
     layer_name = ""
     # plain Python state a tf.Module must not wrap for tracking (numpy arrays, results)
-    _UNTRACKED = frozenset(["config", "dispatcher", "_loaded", "_built_dims", "last_stats"])
+    _UNTRACKED = frozenset(["config", "dispatcher", "_loaded", "_built_dims", "last_stats",
+                            "counts_steps"])
 
     def __init__(self, name: Optional[str] = None, variable_factory=None, **kwargs):
         known = [f for f in self.config_cls.__dataclass_fields__]
@@ -64,6 +65,7 @@ class _MoELayer(tf.Module):
         self._loaded: Optional[Dict[str, np.ndarray]] = None
         self._built_dims = None
         self._step = None
+        self.counts_steps = True   # keep a step counter for the random policies' seeds
         self.last_stats: Optional[MoEStats] = None
 
     def __setattr__(self, name, value):
@@ -116,7 +118,7 @@ class _MoELayer(tf.Module):
                 init = variance_scaling_initializer([Dimension("fan_in", fan_in)])
                 value = self._loaded.get(name) if self._loaded is not None else None
                 self.store.create(name, shape, initializer=init, value=value)
-            if strategy is None:
+            if strategy is None and self.counts_steps:
                 with tf.init_scope():
                     self._step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                              name="moe_step")

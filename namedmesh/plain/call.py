@@ -105,7 +105,14 @@ class PlainCall:
                 return self._plain_outputs(program(named, *extras), whole, whole=True)
             fn.__name__ = "namedmesh_%s" % key
             self._cross_replica_fns[key] = fn
-        out = self.mesh.run(fn, x, *extras)
+        try:
+            out = self.mesh.run(fn, x, *extras)
+        except MeshError as e:
+            # under a GradientTape TensorFlow traces the backward pass of mesh.run's function
+            # at once, outside strategy.run, where the collectives' adjoints cannot run
+            if "inside strategy.run" not in str(e):
+                raise
+            raise MeshError(NO_GRADIENT) from e
         return tf.nest.map_structure(_without_gradient, out)
 
     def _plain_outputs(self, out, input_shape, whole: bool):
@@ -130,13 +137,15 @@ class PlainCall:
         return tf.nest.map_structure(plain, out)
 
 
+NO_GRADIENT = ("no gradient through a strategy mesh called outside strategy.run (the whole "
+               "batch runs on every replica, for inference); train inside strategy.run: "
+               "model.fit, or a custom loop calling the model in strategy.run")
+
+
 @tf.custom_gradient
 def _no_gradient_impl(v):
     def grad(dy):
-        raise MeshError(
-            "no gradient through a strategy mesh called outside strategy.run (the whole batch "
-            "ran on every replica, for inference); train inside strategy.run: model.fit, or a "
-            "custom loop calling the model in strategy.run")
+        raise MeshError(NO_GRADIENT)
     return tf.identity(v), grad
 
 
