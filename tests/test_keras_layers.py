@@ -130,21 +130,6 @@ def test_collectives_without_timeout_hold_no_threads():
 
 
 # -- contexts ---------------------------------------------------------------------------------
-def test_cross_replica_call_infers_and_refuses_gradients():
-    """A strategy-built model called outside strategy.run runs the whole batch through
-    mesh.run: the one-device outputs; a gradient through it is a clear error."""
-    mesh = strategy_mesh()
-    with mesh.strategy.scope():
-        four = build_model(TASK, mesh)
-    one = build_model(TASK)
-    x, _ = TASK.data(1, seed=1)
-    np.testing.assert_allclose(four(x).numpy(), one(x).numpy(), atol=1e-6)
-    with pytest.raises(nm.MeshError, match="no gradient through a strategy mesh called outside"):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(four(x))
-        tape.gradient(loss, four.trainable_weights)
-
-
 def test_fit_on_a_placement_mesh_equals_one_device():
     """Outside any strategy the layers also run on a mesh of devices (the whole batch)."""
     placement = nm.Mesh("b1:2", "batch:b1;expert_x:b1")

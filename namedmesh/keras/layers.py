@@ -22,6 +22,9 @@ from typing import Dict, Optional
 import keras
 import tensorflow as tf
 
+# Keras runs ``call`` on placeholders for shape inference inside this scope (no public API)
+from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
 from namedmesh.core.dims import Dimension, Shape
 from namedmesh.errors import ConfigError, ShapeError
 from namedmesh.layers.dense_module import Dense as DenseModule
@@ -80,6 +83,16 @@ class MeshLayer(keras.layers.Layer):
             raise ConfigError("%s: with an outer batch the first input dim must be one name, "
                               "got input_dims=%r" % (type(self).__name__, input_dims))
         return (("outer_batch:%d" % outer, first),) + tuple(input_dims[1:])
+
+    def _placeholder(self, inputs):
+        """Inside Keras's shape inference (``compute_output_spec``, which the trainers run
+        on a batch whose size need not be the real one, e.g. one replica's shard averaged
+        over replicas) the program must not run: zeros of the output's spec, or None
+        outside it."""
+        if not in_symbolic_scope():
+            return None
+        shape = self.compute_output_shape(tuple(inputs.shape))
+        return tf.zeros([1 if s is None else s for s in shape], self.compute_dtype)
 
     def _make_weight(self, full_name: str, shape: Shape, initial_value, dtype, trainable):
         """The variable factory of the wrapped module's store: a Keras weight, whose
@@ -167,6 +180,10 @@ class _MoE(MeshLayer):
         return seed
 
     def call(self, inputs, training=None):
+        placeholder = self._placeholder(inputs)
+        if placeholder is not None:
+            self.add_loss(tf.zeros([], "float32"))   # the aux loss's place in model.losses
+            return placeholder
         train = bool(training)
         seed = self._next_seed() if train and self.uses_random_routing else \
             tf.constant(0, tf.int64)
@@ -280,6 +297,9 @@ class Dense(MeshLayer):
         return (input_shape[0],) + tuple(kept) + tuple(d.size for d in self.dense.new_dims)
 
     def call(self, inputs):
+        placeholder = self._placeholder(inputs)
+        if placeholder is not None:
+            return placeholder
         return self.plain_call(lambda x: self.dense(x), inputs, key="dense")
 
     def mtf_variables(self):
