@@ -72,7 +72,10 @@ def run_demo(args) -> int:
     strategy = None
     if args.executor == "strategy":
         strategy = tf.distribute.MirroredStrategy(["/cpu:%d" % i for i in range(size)])
-    mesh = ported.build_mesh(strategy=strategy) if strategy else ported.build_mesh()
+    # no collective timeout while training: TensorFlow holds a thread per collective
+    # execution for the whole timeout (docs/distributed.md)
+    mesh = ported.build_mesh(strategy=strategy, collective_timeout=None) if strategy else \
+        ported.build_mesh()
     layers = [spec.build() for spec in ported.layers]
     corpus = Corpus(seed=args.seed)
     outer = mesh_dim_size_of(mesh, nm.Dimension("outer_batch", 1))  # one slice per processor
