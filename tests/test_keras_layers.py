@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 import namedmesh as nm
 import namedmesh.keras as nmk
 from helpers import strategy as mirrored

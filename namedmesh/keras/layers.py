@@ -61,23 +61,29 @@ class MeshLayer(keras.layers.Layer):
         self.mesh = mesh if mesh is not None else Mesh(devices=[""])
         self.input_dims = tuple(input_dims) if isinstance(input_dims, (list, tuple)) \
             else input_dims
-        self.outer_batch = outer_batch
-        self.axes = PlainAxes(self._named_axes(self.input_dims, outer_batch, mesh))
+        self.outer_batch = self._resolve_outer_batch(outer_batch, mesh)
+        self.axes = PlainAxes(self._named_axes(self.input_dims, self.outer_batch))
         self.plain_call = PlainCall(self.mesh, self.axes)
         # TF's collective ops and a multi-device placement do not compile with XLA
         self.supports_jit = self.mesh.size == 1 and self.mesh.strategy is None
 
-    def _named_axes(self, input_dims, outer, mesh):
-        """The ``PlainAxes`` entries: the batch axis merges ``[outer_batch, batch]`` when
-        there is an outer batch (see the class doc)."""
+    def _resolve_outer_batch(self, outer, mesh) -> Optional[int]:
+        """The outer batch size (see the class doc); kept in the config, so that a clone
+        of the layer without the mesh computes the same function."""
         if outer is None and mesh is not None:
             split = mesh_dim_size_of(mesh, Dimension("outer_batch", 1))
             outer = split if split > 1 else None
-        if outer is None:
-            return input_dims
-        if isinstance(outer, bool) or not isinstance(outer, int) or outer < 1:
+        if outer is not None and (isinstance(outer, bool) or not isinstance(outer, int)
+                                  or outer < 1):
             raise ConfigError("%s: outer_batch must be a positive integer, got %r"
                               % (type(self).__name__, outer))
+        return outer
+
+    def _named_axes(self, input_dims, outer):
+        """The ``PlainAxes`` entries: the batch axis merges ``[outer_batch, batch]`` when
+        there is an outer batch."""
+        if outer is None:
+            return input_dims
         first = input_dims[0] if isinstance(input_dims, tuple) and input_dims else None
         if not isinstance(first, str):
             raise ConfigError("%s: with an outer batch the first input dim must be one name, "

@@ -10,7 +10,6 @@ they are tracked (``proj.trainable_variables``, ``tf.train.Checkpoint(proj=proj)
 """
 
 import contextlib
-from typing import Optional
 
 import tensorflow as tf
 
