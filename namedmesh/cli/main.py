@@ -161,6 +161,11 @@ def _cmd_check(args) -> int:
     return run_check(args)
 
 
+def _cmd_run(args) -> int:
+    from namedmesh.cli.run import run_model
+    return run_model(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="namedmesh", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -228,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     from namedmesh.cli.check import add_arguments as add_check_arguments
     add_check_arguments(check)
     check.set_defaults(func=_cmd_check)
+
+    run = sub.add_parser("run", help="load a legacy model's config and checkpoint; evaluate a "
+                                     "batch or decode prompts")
+    from namedmesh.cli.run import add_arguments as add_run_arguments
+    add_run_arguments(run)
+    run.set_defaults(func=_cmd_run)
     return parser
 
 
