@@ -107,11 +107,11 @@ def run_demo(args) -> int:
     print("batch: %s sequences of %d characters" % (" x ".join(map(str, batch_sizes)), length))
     history = train(model, mesh, corpus, batch_sizes, length, args.steps, seed=args.seed,
                     batch_dims=batch_names)
-    first = sum(history.loss[:10]) / min(10, len(history.loss))
-    last = sum(history.loss[-10:]) / min(10, len(history.loss))
-    print("loss fell from %.3f to %.3f (mean of the first and last 10 steps; uniform guess: "
+    k = max(1, min(10, len(history.loss) // 2))
+    first, last = sum(history.loss[:k]) / k, sum(history.loss[-k:]) / k
+    print("loss fell from %.3f to %.3f (mean of the first and last %d steps; uniform guess: "
           "%.3f) in %.1f s (the first step, with tracing, %.1f s)"
-          % (first, last, float(tf.math.log(float(corpus.vocab_size))), history.seconds,
+          % (first, last, k, float(tf.math.log(float(corpus.vocab_size))), history.seconds,
              history.first_step_seconds))
 
     print("\n== 3. expert load")

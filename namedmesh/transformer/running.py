@@ -38,9 +38,12 @@ def vocab_sizes_from_checkpoint(prefix: str, spec) -> Dict[str, int]:
         names = embedding_names(spec)[unit.name]
         found = [n for n in names if n in stored]
         if not found:
-            raise ConfigError("checkpoint %r has no %s: it does not hold the whole model "
-                              "(variables: %s ...)" % (prefix, " or ".join(names),
-                                                        ", ".join(sorted(stored)[:5])))
+            model_vars = sorted(n for n in stored if not is_training_state(n))
+            raise ConfigError("checkpoint %r has no %s (the embedding of the config's %s): it "
+                              "is not a checkpoint of this config's model (its variables: %s%s)"
+                              % (prefix, " or ".join(names), unit.name,
+                                 ", ".join(model_vars[:4]),
+                                 " ..." if len(model_vars) > 4 else ""))
         sizes[unit.name] = int(stored[found[0]][0])
     if spec.kind == "Bitransformer":
         return {"input_vocab_size": sizes[spec.encoder.name],
