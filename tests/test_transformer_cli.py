@@ -68,6 +68,14 @@ def test_port_check_loads_the_whole_checkpoint_and_runs_a_batch(capsys):
     assert "## check: the whole model from the checkpoint" in out
     assert "Bitransformer: encoder 4 layers, decoder 6 layers): loaded all 48 variables" in out
     assert "MoE aux losses" in out
+    code, out, err = _run(capsys, "port", *BI_GIN, "--checkpoint", _ckpt("ckpt_bi_moe"),
+                          "--check", "--format", "json")
+    assert code == 0, err
+    whole = json.loads(out)["check_model"]
+    assert whole["variables"] == 48 and whole["batch"] == {"inputs": [4, 16],
+                                                          "targets": [4, 16]}
+    assert sorted(whole["eval"]["moe_losses"]) == ["decoder/block_000/layer_002/MoE1D",
+                                                   "encoder/block_000/layer_001/MoE1D"]
 
 
 @pytest.mark.parametrize("argv,words", [

@@ -129,9 +129,13 @@ def run_model(args) -> int:
         batch = read_batch(args.decode, [key])
         if key not in batch:
             raise UsageError("%s: expected the feature %r" % (args.decode, key))
-        tokens = export_to_tf_tensor(model.decode(mesh, batch[key], temperature=args.temperature,
-                                                  seed=args.seed if args.temperature else None))
-        tokens = tokens.numpy()
+        seed = args.seed if args.temperature else None
+
+        def decode(ids):
+            return export_to_tf_tensor(model.decode(mesh, ids, temperature=args.temperature,
+                                                    seed=seed))
+        ids = tf.constant(batch[key])
+        tokens = (mesh.run(decode, ids) if mesh.strategy is not None else decode(ids)).numpy()
         report["tokens"] = tokens.tolist()
         lines.append("decoded %s (temperature %s):" % (list(tokens.shape), args.temperature))
         lines += ["  " + " ".join(str(t) for t in row) for row in tokens.reshape(
