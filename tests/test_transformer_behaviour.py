@@ -9,7 +9,7 @@ import tensorflow as tf
 import namedmesh as nm
 from namedmesh.transformer import spec as S
 from namedmesh.transformer.attention_layers import relative_position_bucket
-from transformer_cases import ATOL, load, run_case, spec_of
+from transformer_cases import ATOL, load, spec_of
 
 
 def numpy_bucket(rp, bidirectional, num_buckets, max_distance=128):

@@ -68,7 +68,6 @@ def run_demo(args) -> int:
 
     import tensorflow as tf
 
-    import namedmesh as nm
     from namedmesh.demo.corpus import Corpus
     from namedmesh.demo.report import (continue_prompts, expert_load_table,
                                        mesh_matches_single_device, write_png)

@@ -127,7 +127,8 @@ class TransformerModel:
         return [(u, layer) for u in self.unitransformers for layer in u.layer_stack.layers]
 
     def moe_layers(self) -> List[tuple]:
-        """``[(variable scope prefix, MoEStackLayer)]``, e.g. ``transformer/block_000/layer_001/``."""
+        """``[(variable scope prefix, MoEStackLayer)]``; a prefix is e.g.
+        ``transformer/block_000/layer_001/``."""
         return [("%s/%s/" % (u.name, layer.name), layer) for u, layer in self.layers()
                 if hasattr(layer, "expert_layer")]
 

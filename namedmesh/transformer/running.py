@@ -190,5 +190,6 @@ def check_whole_model(config, prefix: str, budget_bytes: int = 2 << 30, seed: in
             "eval": result.to_dict(), "lines": result.lines()}
 
 
-__all__ = ["check_whole_model", "load_ported_model", "vocab_sizes_from_checkpoint", "is_whole_model_checkpoint",
+__all__ = ["check_whole_model", "load_ported_model", "vocab_sizes_from_checkpoint",
+           "is_whole_model_checkpoint",
            "batch_that_fits", "random_features", "evaluate", "Evaluation"]
