@@ -100,6 +100,12 @@ class TransformerModel:
         self.spec = spec
         self.seed = seed
         self.store = network.store
+        prefixes = [prefix for prefix, _ in self.moe_layers()]
+        shared = sorted(p for p in set(prefixes) if prefixes.count(p) > 1)
+        if shared:   # mtf would share them by name; the MoE layers keep their own weights
+            raise ConfigError("MoE layers %s occur in both stacks under one name (the encoder "
+                              "is named like the decoder); namedmesh shares variables by name "
+                              "(as mtf does) but not those of MoE layers" % shared)
         self._built = False
         self._moe_loaded = set()   # MoE layers given values by load_variables
 
