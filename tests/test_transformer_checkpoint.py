@@ -161,3 +161,21 @@ def test_sampling_is_seeded_and_keeps_the_prompts():
     assert (a != c).any()
     np.testing.assert_array_equal(np.where(prompts > 0, a, 0), prompts)
     assert (a[prompts == 0] > 0).all() and (a < model.output_vocab_dim.size).all()
+
+
+def test_decoding_options_never_end_and_top_k():
+    """never_end keeps the stop token out; keeping the top 1 logit samples the argmax."""
+    config, arrays = load("ckpt_lm_moe")
+    model = _model("ckpt_lm_moe")
+    model.load_checkpoint(_prefix(config))
+    mesh, prompts = nm.Mesh(), arrays["decode/prompts"]
+    greedy = arrays["decode/tokens"]
+    top1 = nm.export_to_tf_tensor(model.decode(mesh, prompts, temperature=1.0, seed=9,
+                                               sampling_keep_top_k=1)).numpy()
+    np.testing.assert_array_equal(top1, greedy)
+    stop = int(greedy[prompts == 0][0])   # a token the model emits: never_end forbids it
+    tokens = nm.export_to_tf_tensor(model.decode(mesh, prompts, stop_at_token=stop,
+                                                 never_end=True)).numpy()
+    assert not (tokens[prompts == 0] == stop).any() and (tokens[prompts == 0] > 0).all()
+    with pytest.raises(nm.ConfigError, match="sampling_keep_top_k"):
+        model.decode(mesh, prompts, sampling_keep_top_k=0)

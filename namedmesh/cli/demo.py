@@ -129,7 +129,10 @@ def run_demo(args) -> int:
         print("  %-18r -> %r" % (prompt, text))
     prefix = model.save_checkpoint(os.path.join(args.out, "model.ckpt-%d" % args.steps),
                                    global_step=args.steps)
+    options = "".join(" --%s %r" % (k, v) for k, v in (("mesh", args.mesh),
+                                                       ("layout", args.layout)) if v)
     print("wrote %s (%d variables by mtf's names); evaluate it with\n  namedmesh run %s "
-          "--checkpoint %s --vocab-size %d" % (prefix, len(model.variables()),
-                                             " ".join([DEFAULTS] + configs), prefix, vocab))
+          "--checkpoint %s --vocab-size %d%s" % (prefix, len(model.variables()),
+                                               " ".join([DEFAULTS] + configs), prefix, vocab,
+                                               options))
     return 0 if ok else 1
