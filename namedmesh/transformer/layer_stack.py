@@ -114,16 +114,19 @@ class LayerStack:
         """The layer and its sublayers under ``recompute_grad``; its aux losses come out as a
         second output so that their gradients flow through the recomputation."""
         outer_losses = context.losses
+        index = context.layer_index   # the backward pass runs later: seeds must not move
         found = {}
 
         def fn(inp):
             context.losses = [] if outer_losses is not None else None
             moe_losses, moe_stats = dict(context.moe_losses), dict(context.moe_stats)
+            later_index, context.layer_index = context.layer_index, index
             try:
                 y = self._layer_fn(inp, layer, context)
                 losses = context.losses or []
             finally:
                 context.losses = outer_losses
+                context.layer_index = later_index
             if "n" in found:  # the backward pass: keep what the forward pass recorded
                 context.moe_losses, context.moe_stats = moe_losses, moe_stats
             found["n"] = len(losses)
