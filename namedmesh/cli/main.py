@@ -222,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     gl = sub.add_parser("glossary", help="print docs/glossary.md (the MoE dimension glossary)")
     gl.set_defaults(func=_cmd_glossary)
 
-    demo = sub.add_parser("demo", help="port, explain, train and check a legacy MoE2D config "
-                                       "(embedded default)")
+    demo = sub.add_parser("demo", help="port, explain, train and check mtf's lm_moe.gin MoE "
+                                       "language model (packaged, scaled down)")
     from namedmesh.cli.demo import add_arguments
     add_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
