@@ -161,6 +161,11 @@ def _cmd_check(args) -> int:
     return run_check(args)
 
 
+def _cmd_run(args) -> int:
+    from namedmesh.cli.run import run_model
+    return run_model(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="namedmesh", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -217,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     gl = sub.add_parser("glossary", help="print docs/glossary.md (the MoE dimension glossary)")
     gl.set_defaults(func=_cmd_glossary)
 
-    demo = sub.add_parser("demo", help="port, explain, train and check a legacy MoE2D config "
-                                       "(embedded default)")
+    demo = sub.add_parser("demo", help="port, explain, train and check mtf's lm_moe.gin MoE "
+                                       "language model (packaged, scaled down)")
     from namedmesh.cli.demo import add_arguments
     add_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
@@ -228,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     from namedmesh.cli.check import add_arguments as add_check_arguments
     add_check_arguments(check)
     check.set_defaults(func=_cmd_check)
+
+    run = sub.add_parser("run", help="load a legacy model's config and checkpoint; evaluate a "
+                                     "batch or decode prompts")
+    from namedmesh.cli.run import add_arguments as add_run_arguments
+    add_run_arguments(run)
+    run.set_defaults(func=_cmd_run)
     return parser
 
 
