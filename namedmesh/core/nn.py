@@ -5,6 +5,7 @@ Each states its output dims by name and matches mtf 0.1.21's semantics.
 
 import tensorflow as tf
 
+from namedmesh.core.checks import check_float_tensor
 from namedmesh.core.contraction import reduce_max, reduce_sum
 from namedmesh.core.dims import Shape, convert_to_dimension
 from namedmesh.core.elementwise import check_tensor, exp, log, maximum, stop_gradient
@@ -33,6 +34,7 @@ def reduce_logsumexp(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Ten
     added to the sum).  Output dims: x's dims without ``reduced_dim``.
     """
     check_tensor(x, "reduce_logsumexp")
+    check_float_tensor(x, "reduce_logsumexp")
     dim = _require_dim(x, reduced_dim, "reduce_logsumexp")
     max_logit = reduce_max(stop_gradient(x), reduced_dim=dim)
     if extra_logit is not None:
@@ -48,12 +50,14 @@ def reduce_logsumexp(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Ten
 @named_op("log_softmax")
 def log_softmax(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Tensor:
     """``x - reduce_logsumexp(x, reduced_dim, extra_logit)``; output dims = x's dims."""
+    check_float_tensor(check_tensor(x, "log_softmax"), "log_softmax")
     return x - reduce_logsumexp(x, reduced_dim, extra_logit=extra_logit)
 
 
 @named_op("softmax")
 def softmax(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Tensor:
     """Softmax over ``reduced_dim`` (mtf: ``exp(log_softmax(x))``); output dims = x's dims."""
+    check_float_tensor(check_tensor(x, "softmax"), "softmax")
     return exp(log_softmax(x, reduced_dim, extra_logit=extra_logit))
 
 

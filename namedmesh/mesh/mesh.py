@@ -6,10 +6,12 @@ on every other coordinate; members are listed in increasing processor number.
 """
 
 import itertools
+import math
 import numbers
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from namedmesh.core.dims import Shape, convert_to_shape
@@ -83,10 +85,21 @@ class Mesh:
         if devices is not None and strategy is not None:
             raise MeshError("give a mesh either devices (placement executor) or a strategy "
                             "(tf.distribute executor), not both")
+        if not isinstance(name, str):
+            raise MeshError("Mesh name must be a string, got %r" % (name,))
+        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+            raise MeshError("strategy=%r (%s) is not a tf.distribute strategy; pass one such as "
+                            "tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])"
+                            % (strategy, type(strategy).__name__))
+        if devices is not None and (isinstance(devices, str) or
+                                    not isinstance(devices, (list, tuple))):
+            raise MeshError("devices must be a list of device names, one per processor, got %r"
+                            % (devices,))
         if isinstance(collective_timeout, bool) or \
-                not isinstance(collective_timeout, numbers.Real) or not collective_timeout > 0:
-            raise MeshError("collective_timeout must be a positive number of seconds, got %r"
-                            % (collective_timeout,))
+                not isinstance(collective_timeout, numbers.Real) or not collective_timeout > 0 \
+                or not math.isfinite(collective_timeout):
+            raise MeshError("collective_timeout must be a positive number of seconds (finite), "
+                            "got %r" % (collective_timeout,))
         self.collective_timeout = float(collective_timeout)
         self.logical_to_physical = logical_to_physical
         self.strategy = strategy
@@ -98,6 +111,9 @@ class Mesh:
             if devices is None:
                 from namedmesh.lowering.devices import default_devices
                 devices = default_devices(self.size)
+            else:
+                from namedmesh.lowering.devices import check_devices_exist
+                check_devices_exist(devices)
             devices = list(devices)
             if len(devices) != self.size:
                 raise MeshError("mesh %s has %d processors but %d devices were given: %s"
@@ -201,6 +217,9 @@ class Mesh:
 
     def coordinates(self, pnum: int) -> Tuple[int, ...]:
         """Coordinates of processor ``pnum`` (row-major, last mesh dim fastest)."""
+        if isinstance(pnum, bool) or not isinstance(pnum, (numbers.Integral, np.integer)):
+            raise MeshError("processor number must be an integer, got %r (%s)"
+                            % (pnum, type(pnum).__name__))
         if not 0 <= pnum < self.size:
             raise MeshError("processor %d is outside mesh %s (%d processors)"
                             % (pnum, self.shape.to_string(), self.size))
@@ -211,6 +230,14 @@ class Mesh:
         return tuple(reversed(coords))
 
     def pnum(self, coordinates: Sequence[int]) -> int:
+        """The processor number of mesh ``coordinates`` (one per mesh dim, in range)."""
+        coordinates = list(coordinates)
+        if len(coordinates) != self.ndims or any(
+                isinstance(c, bool) or not isinstance(c, (numbers.Integral, np.integer)) or
+                not 0 <= c < n for c, n in zip(coordinates, self.shape.sizes)):
+            raise MeshError("coordinates %r do not name a processor of mesh %s (expected %d "
+                            "integers, each in range of its mesh dim)"
+                            % (coordinates, self.shape.to_string(), self.ndims))
         p = 0
         for c, n in zip(coordinates, self.shape.sizes):
             p = p * n + c
@@ -222,6 +249,8 @@ class Mesh:
 
         Mesh ``x:2;y:3``: ``groups(["x"]) == [[0, 3], [1, 4], [2, 5]]``.
         """
+        if isinstance(mesh_dims, (str, int)):
+            mesh_dims = [mesh_dims]   # one mesh dim, not the characters of its name
         axes = sorted(self._as_axis(d) for d in mesh_dims)
         others = [a for a in range(self.ndims) if a not in axes]
         out = []
