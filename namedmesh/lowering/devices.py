@@ -20,8 +20,8 @@ def configure_cpu_devices(n: int) -> int:
     Returns the number of logical CPU devices available afterwards.  If TF
     already started, leaves it unchanged (the count may be smaller than ``n``).
     """
-    if n < 1:
-        raise MeshError("configure_cpu_devices(%r): need at least one device" % (n,))
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise MeshError("configure_cpu_devices(%r): need a number of devices >= 1" % (n,))
     cpus = tf.config.list_physical_devices("CPU")
     current = tf.config.get_logical_device_configuration(cpus[0])
     if current is None or len(current) < n:
