@@ -1,78 +1,221 @@
-"""Benchmarks: prints figures (no assertions). Run with `make bench`.
+"""``make bench``: the MoE2D workload of issue 16, namedmesh and mtf side by side, in one run.
 
-1. The MoE reshape (split moves groups -> experts) on 4 processors: one all-to-all, on the
-   placement executor and on the tf.distribute executor (CollectiveAllToAllV2), per call.
-2. An MoE2D forward + backward step on a 2x4 mesh, both executors, per step after tracing.
+Every configuration runs in a process of its own (so its first call and peak memory are
+its own): ``moe_step.py`` for namedmesh (and ``--floor``, the expert FFN alone on the same
+capacity slots), and, when an mtf oracle virtualenv is present (``$NAMEDMESH_MTF_ORACLE``,
+default /tmp/mtf-oracle; see tools/oracle/README.md), ``tools/oracle/bench_mtf_moe.py``
+with the oracle's interpreter.  Prints the figures side by side with ratios; compare
+ratios within one run (timings on a shared machine are noisy).
+
+    make bench                                   # the full grid, about 10-15 minutes
+    .venv/bin/python benchmarks/bench.py --groups 1024 --meshes "b0:2;b1:2"
+    .venv/bin/python benchmarks/bench.py --tiny --repeats 1      # a smoke run
 """
-import time
+import argparse
+import json
+import os
+import subprocess
+import sys
 
-import numpy as np
-import tensorflow as tf
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from workload import FULL, TINY  # noqa: E402
 
-import namedmesh as nm
-
-nm.configure_cpu_devices(8)
-
-
-def timed(fn, *args, repeat=20):
-    fn(*args)  # trace / warm up
-    start = time.perf_counter()
-    for _ in range(repeat):
-        out = fn(*args)
-    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
-    return (time.perf_counter() - start) / repeat
+ORACLE_ENV = "NAMEDMESH_MTF_ORACLE"
+DEFAULT_ORACLE = "/tmp/mtf-oracle"
+MTF_SCRIPT = os.path.join(ROOT, "tools", "oracle", "bench_mtf_moe.py")
+STEP_SCRIPT = os.path.join(HERE, "moe_step.py")
 
 
-def bench_alltoall():
-    old = nm.convert_to_shape("experts_unsplit:4;groups:4;capacity:256;d_model:512")
-    new = nm.convert_to_shape("experts:4;groups_unsplit:4;capacity:256;d_model:512")
-    x = tf.random.normal(old.sizes)
+def oracle_python():
+    """The oracle virtualenv's interpreter, or None if there is none."""
+    path = os.path.join(os.environ.get(ORACLE_ENV, DEFAULT_ORACLE), "bin", "python")
+    return path if os.path.exists(path) else None
+
+
+def run_one(python, script, args, timeout):
+    """Run one configuration; its BENCH_RESULT dict, or {"error": ...}."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+    try:
+        proc = subprocess.run([python, script] + args, capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out after %d s" % timeout}
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            return json.loads(line[len("BENCH_RESULT "):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"error": "exit %d: %s" % (proc.returncode, " | ".join(tail))}
+
+
+def configurations(args):
+    """(key, python, script, argv) for every run, mtf and namedmesh interleaved."""
+    common = ["--repeats", str(args.repeats)] + (["--tiny"] if args.tiny else [])
+    mtf_python = oracle_python() if not args.no_mtf else None
+    runs = []
+    for group in args.groups:
+        for mesh in args.meshes:
+            base = common + ["--group-size", str(group), "--mesh", mesh]
+            if mtf_python:
+                runs.append((("mtf", group, mesh, "mtf", "einsum"), mtf_python, MTF_SCRIPT,
+                             base))
+            for executor in args.executors:
+                for dispatch in args.dispatch:
+                    runs.append((("namedmesh", group, mesh, executor, dispatch), sys.executable,
+                                 STEP_SCRIPT, base + ["--executor", executor, "--dispatch",
+                                                      dispatch]))
+            runs.append((("floor", group, mesh, "-", "-"), sys.executable, STEP_SCRIPT,
+                         base + ["--floor"]))
+    return runs, mtf_python
+
+
+def _s(v, fmt="%.3f"):
+    return "-" if v is None else fmt % v
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def report(results, args, mtf_python) -> str:
+    """The side-by-side tables and the acceptance ratios of issue 16, as text."""
+    lines = []
+    w = TINY if args.tiny else FULL
+    tokens = w["outer_batch"] * w["batch"] * w["length"]
+    lines.append("MoE2D top-2, %d tokens, d_model %d, hidden %d, %dx%d experts, capacity factor "
+                 "%.2f; forward + backward of reduce_sum(y) + aux_loss; median of %d steps"
+                 % (tokens, w["d_model"], w["hidden"], w["expert_x"], w["expert_y"],
+                    w["capacity_factor"], args.repeats))
+    lines.append("mtf: %s" % (mtf_python or "no oracle (set %s; see tools/oracle/README.md)"
+                              % ORACLE_ENV))
+    lines.append("")
+    header = ["mesh", "executor", "dispatch", "group (actual)", "mtf s", "namedmesh s",
+              "nm/mtf", "floor s", "nm/floor", "first call nm", "mtf build+lower",
+              "mtf first", "RSS nm MB", "RSS mtf MB"]
     rows = []
-    for executor in ("placement", "strategy"):
-        if executor == "placement":
-            mesh = nm.Mesh("b1:4", "groups:b1;experts:b1")
-        else:
-            mesh = nm.Mesh("b1:4", "groups:b1;experts:b1", strategy=tf.distribute.MirroredStrategy(
-                ["/cpu:%d" % i for i in range(4)]))
+    for key, r in results.items():
+        side, group, mesh, executor, dispatch = key
+        if side != "namedmesh":
+            continue
+        m = results.get(("mtf", group, mesh, "mtf", "einsum"), {})
+        f = results.get(("floor", group, mesh, "-", "-"), {})
+        if "error" in r:
+            rows.append([mesh or "1", executor, dispatch, str(group), "", "error: " + r["error"]]
+                        + [""] * 8)
+            continue
+        actual = "%d (%d, %d)" % (group, r["group_size_x"], r["group_size_y"])
+        rows.append([mesh or "1", executor, r["dispatch"], actual, _s(m.get("median_s")),
+                     _s(r["median_s"]), _s(_ratio(r["median_s"], m.get("median_s")), "%.2f"),
+                     _s(f.get("median_s")), _s(_ratio(r["median_s"], f.get("median_s")), "%.2f"),
+                     _s(r["first_call_s"], "%.1f"), _s(m.get("build_and_lower_s"), "%.1f"),
+                     _s(m.get("first_call_s"), "%.1f"), _s(r["peak_rss_mb"], "%.0f"),
+                     _s(m.get("peak_rss_mb"), "%.0f")])
+    widths = [max(len(str(x)) for x in [h] + [row[i] for row in rows])
+              for i, h in enumerate(header)]
+    lines.append("  ".join(h.ljust(wd) for h, wd in zip(header, widths)))
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(wd) for c, wd in zip(row, widths)))
+    errors = [(k, r["error"]) for k, r in results.items() if "error" in r]
+    for k, e in errors:
+        lines.append("error in %s: %s" % (k, e))
+    lines.append("")
+    lines += acceptance(results, args)
+    return "\n".join(lines)
 
-        def program(x, mesh=mesh):
-            y = nm.reshape(nm.import_tf_tensor(mesh, x, old), new)
-            return [tf.reduce_sum(s) for s in y.slices]  # every processor's slice is used
 
-        fn = tf.function(program, autograph=False) if mesh.strategy is None else (
-            lambda x, mesh=mesh, program=program: mesh.run(program, x))
-        seconds = timed(fn, x)
-        rows.append((executor, seconds))
-    mb = old.size * 4 / 1e6
-    print("MoE reshape = one all-to-all over 4 processors, %.1f MB global f32:" % mb)
-    for executor, seconds in rows:
-        print("  %-9s executor: %7.2f ms per call (incl. import slicing)" % (executor,
-                                                                             1e3 * seconds))
+def acceptance(results, args):
+    """Issue 16's acceptance ratios, from this run's medians."""
+    out = ["Issue 16 ratios (this run):"]
+
+    def med(side, group, mesh, executor, dispatch="auto"):
+        key = (side, group, mesh, executor, "einsum" if side == "mtf" else dispatch)
+        if side == "floor":
+            key = ("floor", group, mesh, "-", "-")
+        r = results.get(key)
+        return None if r is None or "error" in r else r
+
+    mesh4 = "b0:2;b1:2"
+    dispatch = args.dispatch[0]
+    for group in args.groups:
+        nm = med("namedmesh", group, mesh4, "placement", dispatch)
+        mtf = med("mtf", group, mesh4, "mtf")
+        if nm and mtf:
+            target = 0.6 if group >= 4096 else 0.8
+            out.append("  %s placement, group %d: namedmesh / mtf = %.2f (target <= %.1f)"
+                       % (mesh4, group, nm["median_s"] / mtf["median_s"], target))
+    for mesh in args.meshes:
+        for executor in args.executors:
+            per_group = []
+            for group in args.groups:
+                nm = med("namedmesh", group, mesh, executor, dispatch)
+                fl = med("floor", group, mesh, "-")
+                if nm and fl:
+                    per_group.append((group, nm["median_s"] / fl["median_s"], nm["median_s"]))
+            if per_group:
+                steps = [s for _, _, s in per_group]
+                out.append("  %s %s: step / FFN floor = %s (target <= 1.3); max/min step over "
+                           "groups = %.2f (target <= 1.15)"
+                           % (mesh or "1", executor, ", ".join("%d: %.2f" % (g, r)
+                                                               for g, r, _ in per_group),
+                              max(steps) / min(steps)))
+    for executor in args.executors:
+        for group in args.groups:
+            one = med("namedmesh", group, "", executor, dispatch)
+            four = med("namedmesh", group, mesh4, executor, dispatch)
+            if one and four:
+                out.append("  %s, group %d: 4 processors / 1 processor = %.2f (target <= 1.0)"
+                           % (executor, group, four["median_s"] / one["median_s"]))
+    for mesh in args.meshes:
+        for executor in args.executors:
+            for group in args.groups:
+                nm = med("namedmesh", group, mesh, executor, dispatch)
+                mtf = med("mtf", group, mesh, "mtf")
+                if nm and mtf:
+                    out.append("  %s %s, group %d: first call %.1f s vs mtf build+lower %.1f s "
+                               "(%.2f)" % (mesh or "1", executor, group, nm["first_call_s"],
+                                           mtf["build_and_lower_s"],
+                                           nm["first_call_s"] / mtf["build_and_lower_s"]))
+    big = max(args.groups)
+    for mesh in args.meshes:
+        mtf = med("mtf", big, mesh, "mtf")
+        for executor in args.executors:
+            nm = med("namedmesh", big, mesh, executor, dispatch)
+            if nm and mtf:
+                out.append("  %s %s, group %d: peak RSS %.0f MB vs mtf %.0f MB (%.2f)"
+                           % (mesh or "1", executor, big, nm["peak_rss_mb"], mtf["peak_rss_mb"],
+                              nm["peak_rss_mb"] / mtf["peak_rss_mb"]))
+    return out
 
 
-def bench_moe2d_step():
-    shape = nm.convert_to_shape("outer_batch:2;batch:8;length:64;d_model:64")
-    x = tf.random.normal(shape.sizes)
-    print("MoE2D (4x2 experts, hidden 128, group 64) forward+backward, input %s:" % shape)
-    for executor in ("placement", "strategy"):
-        layout = "outer_batch:b0;batch:b1;expert_x:b1;expert_y:b0"
-        strategy = tf.distribute.MirroredStrategy(["/cpu:%d" % i for i in range(8)]) \
-            if executor == "strategy" else None
-        mesh = nm.Mesh("b0:2;b1:4", layout, strategy=strategy)
-        layer = nm.moe.MoE2D(expert_x=4, expert_y=2, hidden_size=128, group_size=64)
-        layer.build(shape, mesh)
-
-        def step(x, mesh=mesh, layer=layer):
-            with tf.GradientTape() as tape:
-                y, aux = layer(nm.import_tf_tensor(mesh, x, shape), train=True, seed=1)
-                loss = nm.export_to_tf_tensor(nm.reduce_mean(y * y) + aux)
-            return tape.gradient(loss, layer.trainable_variables)
-
-        fn = tf.function(step, autograph=False) if strategy is None else (
-            lambda x, mesh=mesh, step=step: mesh.run(step, x, reduce="sum"))
-        print("  %-9s executor: %7.2f ms per step" % (executor, 1e3 * timed(fn, x, repeat=10)))
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--meshes", nargs="+", default=["", "b0:2;b1:2"],
+                        help='mesh shapes ("" = one processor)')
+    parser.add_argument("--executors", nargs="+", default=["placement", "strategy"],
+                        choices=["placement", "strategy"])
+    parser.add_argument("--dispatch", nargs="+", default=["auto"],
+                        choices=["auto", "index", "einsum"],
+                        help="namedmesh dispatchers to run (auto = index on CPU)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true", help="a tiny workload (smoke run)")
+    parser.add_argument("--no-mtf", action="store_true", help="skip mtf even if present")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
+    parser.add_argument("--json", help="also write every result to this file")
+    args = parser.parse_args(argv)
+    runs, mtf_python = configurations(args)
+    results = {}
+    for i, (key, python, script, argv_) in enumerate(runs):
+        sys.stderr.write("[%d/%d] %s\n" % (i + 1, len(runs), " ".join(map(str, key))))
+        results[key] = run_one(python, script, argv_, args.timeout)
+    text = report(results, args, mtf_python)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([dict(key=list(k), **v) for k, v in results.items()], f, indent=1)
+    return 0 if not any("error" in r for r in results.values()) else 1
 
 
 if __name__ == "__main__":
-    bench_alltoall()
-    bench_moe2d_step()
+    sys.exit(main())

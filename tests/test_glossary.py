@@ -37,12 +37,18 @@ def _marked_steps(layer, shape, mesh):
 
 def test_the_layers_mark_exactly_the_glossary_steps_in_order():
     mesh = nm.Mesh("b0:2;b1:2", "outer_batch:b0;batch:b1;expert_x:b1;expert_y:b0;experts:b1")
-    v2 = nm.moe.MoE2D(expert_x=2, expert_y=2, hidden_size=8, group_size=8)
-    assert _marked_steps(v2, "outer_batch:2;batch:4;length:4;d_model:8", mesh) == \
-        [s[0] for s in STEPS["v2"]]
-    v1 = nm.moe.MoE1D(num_experts=4, hidden_size=8, group_size=8)
-    assert _marked_steps(v1, "outer_batch:2;batch:4;length:4;d_model:8", mesh) == \
-        [s[0] for s in STEPS["v1"]]
+    for dispatch in ("einsum", "index"):
+        # the index dispatcher builds no dispatch tensor; every other step is the same
+        expected = {layer: [s[0] for s in STEPS[layer]
+                            if dispatch == "einsum" or not s[0].endswith("dispatch tensor")]
+                    for layer in ("v1", "v2")}
+        v2 = nm.moe.MoE2D(expert_x=2, expert_y=2, hidden_size=8, group_size=8,
+                          dispatch=dispatch)
+        assert _marked_steps(v2, "outer_batch:2;batch:4;length:4;d_model:8", mesh) == \
+            expected["v2"]
+        v1 = nm.moe.MoE1D(num_experts=4, hidden_size=8, group_size=8, dispatch=dispatch)
+        assert _marked_steps(v1, "outer_batch:2;batch:4;length:4;d_model:8", mesh) == \
+            expected["v1"]
 
 
 def test_parameter_table_matches_the_variables():

@@ -10,6 +10,8 @@ goes beyond mtf or differs, and for the rest why it is left out.  The table in
 namedmesh.core.mtf_ops_table`` prints it).
 """
 
+from namedmesh.core import coverage_tables
+
 SPLIT_GATHERED = "along a split dim (which mtf refuses) one all-gather, then each keeps its piece"
 
 OPS = [
@@ -173,12 +175,14 @@ OPS = [
     ("dropout", "dropout", "`seed=`: see `random_uniform`; `stateless_dropout(x, rate, seed)`"),
     ("log_variable_sizes", "log_variable_sizes",
      "takes a `VariableStore` or `{name: shape}`; `mesh_to_impl`: a Mesh"),
-    ("while_loop", None, "control: `namedmesh.core.control` (the layers part of issue 13)"),
+    ("while_loop", "while_loop",
+     "in `namedmesh.core.control`: accumulators, `num_loop_vars`, gradients; see docs/layers.md"),
     ("custom_gradient", None,
      "mtf's `grad_fn` receives its graph's forward operations and every tensor `fn` captured, "
      "which TF2 eager code has no list of; a custom gradient of one op is `slicewise(..., "
      "grad_function=...)`"),
-    ("recompute_grad", None, "control: `namedmesh.core.control` (the layers part of issue 13)"),
+    ("recompute_grad", "recompute_grad",
+     "in `namedmesh.core.control`: the forward re-runs on the backward pass; see docs/layers.md"),
     ("where", "where",
      "selects (mtf multiplies by the mask, so an `inf` in the branch not taken gives NaN)"),
     ("halo_exchange", "halo_exchange", ""),
@@ -215,23 +219,17 @@ CLASSES = [
 
 def provided():
     """The rows whose namedmesh name exists (checked against ``namedmesh`` in tests)."""
-    return [row for row in OPS if row[1] is not None]
+    return coverage_tables.provided(OPS)
 
 
 def coverage() -> str:
-    return "%d of %d (%.0f%%)" % (len(provided()), len(OPS), 100.0 * len(provided()) / len(OPS))
+    return coverage_tables.coverage(OPS)
 
 
 def markdown_table() -> str:
-    lines = ["| mtf `ops.py` | namedmesh | notes |", "| --- | --- | --- |"]
-    for mtf_name, ours, note in OPS:
-        lines.append("| `%s` | %s | %s |" % (mtf_name, "`%s`" % ours if ours else "not provided",
-                                             note))
-    lines += ["", "| mtf class | namedmesh | notes |", "| --- | --- | --- |"]
-    for mtf_name, ours, note in CLASSES:
-        lines.append("| `%s` | `%s` | %s |" % (mtf_name, ours, note))
+    lines = coverage_tables.markdown_rows("mtf `ops.py`", OPS) + [""]
+    lines += coverage_tables.markdown_rows("mtf class", CLASSES)
     return "\n".join(lines)
-
 
 if __name__ == "__main__":
     print("%s of the public functions of mtf 0.1.21's ops.py are provided.\n" % coverage())

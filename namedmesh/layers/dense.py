@@ -61,7 +61,7 @@ def get_dense_kernel_weights(x: Tensor, new_dims, reduced_dims, expert_dims=None
     store = current_store(store, "dense")
     new_dims, reduced_dims, expert_dims = dims_list(new_dims), dims_list(reduced_dims), dims_list(
         expert_dims)
-    master, _ = variable_dtypes(variable_dtype, master_dtype)
+    master, read_dtype = variable_dtypes(variable_dtype, master_dtype)
     if not master.is_floating:
         raise WrongTypeError("dense(%r): variables must have a floating dtype, got %s"
                              % (name or "dense", master.name))
@@ -72,7 +72,16 @@ def get_dense_kernel_weights(x: Tensor, new_dims, reduced_dims, expert_dims=None
     with store.scope(name or "dense"):
         w = store.get_variable(x.mesh, "kernel", Shape(expert_dims + reduced_dims + new_dims),
                                initializer=kernel_initializer, dtype=master)
-    return cast(w, x.dtype) if w.dtype != x.dtype else w
+    return _read_as(w, read_dtype, x.dtype)
+
+
+def _read_as(variable: Tensor, activation_dtype, dtype) -> Tensor:
+    """A variable read as mtf reads it: in its activation dtype (``VariableDType``),
+    then cast to the dtype of the computation.  A bfloat16 activation dtype rounds
+    the float32 master copy even where the computation is float32 (mtf's router)."""
+    if activation_dtype is not None and variable.dtype != activation_dtype:
+        variable = cast(variable, activation_dtype)
+    return cast(variable, dtype) if variable.dtype != dtype else variable
 
 
 def dense(x: Tensor, new_dims, reduced_dims=None, expert_dims=None, use_bias: bool = True,
@@ -119,11 +128,11 @@ def dense(x: Tensor, new_dims, reduced_dims=None, expert_dims=None, use_bias: bo
     y = us_einsum([x, kernel_weights], output_shape)
     if use_bias:
         store = current_store(store, "dense")
-        master, _ = variable_dtypes(variable_dtype, master_dtype)
+        master, read_dtype = variable_dtypes(variable_dtype, master_dtype)
         with store.scope(label):
             b = store.get_variable(x.mesh, "bias", Shape(expert_dims + new_dims),
                                    initializer=zeros_initializer, dtype=master)
-        y = y + (cast(b, y.dtype) if b.dtype != y.dtype else b)
+        y = y + _read_as(b, read_dtype, y.dtype)
     if activation is not None:
         y = activation(y)
     return y

@@ -10,6 +10,8 @@ The table in ``docs/layers.md`` is ``markdown_table()`` (``python -m
 namedmesh.layers.mtf_layers_table`` prints it).
 """
 
+from namedmesh.core import coverage_tables
+
 GOLDEN = "golden"
 SCOPE = ("mtf uniquifies a default variable scope (`dense`, `dense_1`, ...; with `name=None` its "
          "`dense` even puts the kernel and the bias in two scopes); namedmesh uses the name as "
@@ -136,26 +138,18 @@ CONTROL = [
 
 def provided():
     """The rows of ``LAYERS`` whose namedmesh name exists (checked in tests)."""
-    return [row for row in LAYERS if row[1] is not None]
+    return coverage_tables.provided(LAYERS)
 
 
 def coverage() -> str:
-    return "%d of %d (%.0f%%)" % (len(provided()), len(LAYERS),
-                                  100.0 * len(provided()) / len(LAYERS))
-
-
-def _rows(header, rows):
-    lines = ["| %s | namedmesh | notes |" % header, "| --- | --- | --- |"]
-    for mtf_name, ours, note in rows:
-        lines.append("| `%s` | %s | %s |" % (mtf_name, "`%s`" % ours if ours else "not provided",
-                                             note))
-    return lines
+    return coverage_tables.coverage(LAYERS)
 
 
 def markdown_table() -> str:
-    lines = _rows("mtf `layers.py`", LAYERS) + [""] + _rows("mtf class", CLASSES)
-    lines += [""] + _rows("mtf `transformer/`", TRANSFORMER)
-    lines += [""] + _rows("mtf `ops.py` control", CONTROL)
+    rows = coverage_tables.markdown_rows
+    lines = rows("mtf `layers.py`", LAYERS) + [""] + rows("mtf class", CLASSES)
+    lines += [""] + rows("mtf `transformer/`", TRANSFORMER)
+    lines += [""] + rows("mtf `ops.py` control", CONTROL)
     return "\n".join(lines)
 
 

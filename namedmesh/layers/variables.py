@@ -8,6 +8,7 @@ Layers find their store as ``store=`` or, as mtf code expects (no store
 argument), the store made current by ``with store.as_default():``.
 """
 
+import dataclasses
 import contextlib
 import hashlib
 import math
@@ -154,6 +155,17 @@ def current_store(store: Optional["VariableStore"], op: str) -> "VariableStore":
         return _DEFAULT_STORES[-1]
     raise ConfigError("%s: no variable store; pass store=namedmesh.VariableStore() or call it "
                       "inside `with store.as_default():`" % op)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableDType:
+    """mtf's ``VariableDType``: the dtype a variable is stored in (``master_dtype``),
+    kept per slice in (``slice_dtype``; namedmesh keeps one copy, in the master dtype)
+    and read in (``activation_dtype``)."""
+
+    master_dtype: tf.DType = tf.float32
+    slice_dtype: tf.DType = tf.float32
+    activation_dtype: tf.DType = tf.float32
 
 
 def variable_dtypes(variable_dtype=None, master_dtype=None, activation_dtype=None):

@@ -5,7 +5,6 @@ as in mtf.  The groups along a set of mesh dims are the processors that agree
 on every other coordinate; members are listed in increasing processor number.
 """
 
-import itertools
 import math
 import numbers
 import warnings
@@ -15,6 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from namedmesh.core.dims import Shape, convert_to_shape
+from namedmesh.core.mesh_math import (pnum_to_processor_coordinates, processor_coordinates_to_pnum,
+                                      processor_groups)
 from namedmesh.errors import LayoutError, MeshError, ShapeError
 from namedmesh.mesh.layout import TensorLayout, compute_tensor_layout
 from namedmesh.mesh.layout_rules import convert_to_layout_rules
@@ -61,6 +62,9 @@ class Mesh:
       collective_timeout: seconds a tf.distribute collective waits for the rest
         of its group before failing with a ``CollectiveError`` (default
         ``DEFAULT_COLLECTIVE_TIMEOUT``, 600).
+      alltoall_in_bfloat16: send float32 all-to-alls as bfloat16 and cast back, as mtf
+        does on TPU (simd_mesh_impl.py ``alltoall``): for exact parity with mtf runs on
+        TPU.  Lossy (8 mantissa bits), so off by default.
 
     A layout rule naming a mesh dim that the mesh lacks has no effect; it is
     reported with a ``LayoutWarning`` and listed in ``mesh.ignored_rules``.
@@ -68,11 +72,14 @@ class Mesh:
 
     def __init__(self, mesh_shape="", layout="", devices: Optional[Sequence[str]] = None,
                  strategy=None, name: str = "mesh", logical_to_physical=None,
-                 collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT):
+                 collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT,
+                 alltoall_in_bfloat16: bool = False):
         self.shape: Shape = parse_mesh_shape(mesh_shape)
+        self.alltoall_in_bfloat16 = bool(alltoall_in_bfloat16)
         self.layout_rules = convert_to_layout_rules(layout)
         self.name = name
         self._layouts = {}
+        self._groups = {}
         mesh_names = set(self.shape.names)
         self.ignored_rules: Tuple[Tuple[str, str], ...] = tuple(
             (t, m) for t, m in self.layout_rules if m not in mesh_names)
@@ -223,25 +230,10 @@ class Mesh:
         if not 0 <= pnum < self.size:
             raise MeshError("processor %d is outside mesh %s (%d processors)"
                             % (pnum, self.shape.to_string(), self.size))
-        coords = []
-        for n in reversed(self.shape.sizes):
-            coords.append(pnum % n)
-            pnum //= n
-        return tuple(reversed(coords))
+        return tuple(pnum_to_processor_coordinates(self.shape, pnum))
 
     def pnum(self, coordinates: Sequence[int]) -> int:
-        """The processor number of mesh ``coordinates`` (one per mesh dim, in range)."""
-        coordinates = list(coordinates)
-        if len(coordinates) != self.ndims or any(
-                isinstance(c, bool) or not isinstance(c, (numbers.Integral, np.integer)) or
-                not 0 <= c < n for c, n in zip(coordinates, self.shape.sizes)):
-            raise MeshError("coordinates %r do not name a processor of mesh %s (expected %d "
-                            "integers, each in range of its mesh dim)"
-                            % (coordinates, self.shape.to_string(), self.ndims))
-        p = 0
-        for c, n in zip(coordinates, self.shape.sizes):
-            p = p * n + c
-        return p
+        return processor_coordinates_to_pnum(self.shape, coordinates)
 
     def groups(self, mesh_dims) -> List[List[int]]:
         """Processor groups along ``mesh_dims`` (names or axes): processors that agree
@@ -251,20 +243,11 @@ class Mesh:
         """
         if isinstance(mesh_dims, (str, int)):
             mesh_dims = [mesh_dims]   # one mesh dim, not the characters of its name
-        axes = sorted(self._as_axis(d) for d in mesh_dims)
-        others = [a for a in range(self.ndims) if a not in axes]
-        out = []
-        for fixed in itertools.product(*[range(self.shape.sizes[a]) for a in others]):
-            members = []
-            for varying in itertools.product(*[range(self.shape.sizes[a]) for a in axes]):
-                coords = [0] * self.ndims
-                for a, c in zip(others, fixed):
-                    coords[a] = c
-                for a, c in zip(axes, varying):
-                    coords[a] = c
-                members.append(self.pnum(coords))
-            out.append(sorted(members))
-        return out
+        axes = tuple(sorted(self._as_axis(d) for d in mesh_dims))
+        groups = self._groups.get(axes)
+        if groups is None:
+            groups = self._groups[axes] = processor_groups(self.shape, list(axes))
+        return [list(g) for g in groups]
 
     def _as_axis(self, d) -> int:
         if isinstance(d, int):

@@ -17,6 +17,9 @@ SECOND_POLICIES = ("all", "none", "threshold", "random")
 SWITCH_POLICIES = ("argmax", "input_jitter", "input_dropout", "sample")
 GATINGS_V1 = ("top_2", "switch")
 MTF_ONLY_GATINGS = ("top_n", "ntlb", "switch_max", "expert_selection")
+# how tokens move into expert slots (namedmesh's option, not mtf's; see moe/dispatch.py):
+# "einsum" = mtf's one-hot einsums, "index" = gathers, "auto" = einsum on TPU, else index
+DISPATCHERS = ("auto", "einsum", "index")
 ACTIVATIONS = ("relu", "gelu", "sigmoid", "tanh", "swish", "silu", "softplus", "square",
                "linear", None)
 
@@ -50,6 +53,7 @@ class _Common:
     second_threshold_train: float = 0.2
     second_threshold_eval: float = 0.2
     min_expert_capacity: int = 4
+    dispatch: str = "auto"
 
     def _validate_common(self):
         _check_number("loss_coef", self.loss_coef, 0)
@@ -68,6 +72,7 @@ class _Common:
                       "second-place policy")
         _check_choice("second_policy_eval", self.second_policy_eval, SECOND_POLICIES,
                       "second-place policy")
+        _check_choice("dispatch", self.dispatch, DISPATCHERS, "dispatcher")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

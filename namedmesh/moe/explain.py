@@ -4,7 +4,9 @@ It traces the real layer on the mesh (a ``tf.function`` trace: no values are
 computed and no weights allocated, so mtf's full-size defaults explain in
 seconds) and reads the collective trace and the layer's step marks.  Sizes,
 collectives and bytes therefore come from the code that runs, not from a
-second model of it.
+second model of it.  The sheet shows mtf's one-hot dispatch (its dispatch
+tensors are steps of the sheet); the index dispatcher (``dispatch="index"``)
+builds no dispatch tensor and makes the same collectives.
 """
 
 import json
@@ -152,8 +154,10 @@ def explain(layer, input_shape, mesh_shape, layout, train: bool = False) -> Expl
     dims = (moe1d_dims if kind == "MoE1D" else moe2d_dims)(layer.config, shape, probe, train)
     probe.tensor_layout(shape)  # an input the mesh cannot lay out is an error here
 
+    # mtf's one-hot dispatch, whose dispatch tensors are the cheat sheet's steps; the
+    # index dispatcher moves the same tensors between the same collectives
     traced = type(layer).__new__(type(layer))
-    traced._setup(layer.config)
+    traced._setup(layer.config.replace(dispatch="einsum"))
     traced.store = ShapeOnlyVariableStore()
 
     captured = {}

@@ -1,11 +1,15 @@
 """Routers: mtf's top-2 gating and Switch (top-1) gating, op for op.
 
-Both take ``inputs [..., group_size, d_model]`` and return a ``Gating``:
-``dispatch`` and ``combine`` tensors ``[..., group_size, experts, capacity]``,
-the load-balancing ``loss`` (not yet times ``loss_coef``) and ``stats``.
+Both take ``inputs [..., group_size, d_model]`` and return a ``Gating``: each
+token's ``routes`` (expert, slot, weight; from which mtf's dispatch and combine
+tensors ``[..., group_size, experts, capacity]`` are built on demand), the
+load-balancing ``loss`` (not yet times ``loss_coef``) and ``stats``.
 
 Router math runs in float32 whatever the activations' dtype (mtf does the same:
-bfloat16 routing reduces quality); dispatch/combine come back in the inputs' dtype.
+bfloat16 routing reduces quality; Switch's "selective precision"); the combine
+weights come back in the inputs' dtype.  Like mtf, which reads every variable in
+the activation dtype, a bfloat16 layer reads the router kernel rounded to bfloat16
+and then computes with it in float32.
 
 Differences from mtf 0.1.21 (its crashes, fixed):
 * train mode without ``importance`` (nonpadding) works (mtf casts ``None``);
@@ -14,8 +18,8 @@ Differences from mtf 0.1.21 (its crashes, fixed):
 * random policies draw from a seed (mtf's draws are unseeded).
 """
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
@@ -25,18 +29,71 @@ from namedmesh.core.dims import Dimension
 from namedmesh.core.elementwise import (cast, equal, greater, less, log, square, stop_gradient,
                                         to_float, to_int32)
 from namedmesh.core.nn import cumsum, one_hot, reduce_logsumexp, softmax, top_1
+from namedmesh.core.packed import reduce_sums
 from namedmesh.core.random_ops import stateless_dropout
 from namedmesh.core.tensor import Tensor
 from namedmesh.layers.dense import dense
-from namedmesh.moe.stats import RoutingStats, routing_stats
+from namedmesh.layers.variables import VariableDType
+from namedmesh.moe.stats import RoutingStats, routing_stats, stats_requests
+
+
+@dataclass
+class Route:
+    """One choice (first or second) of every token of a group: dims ``[..., group_size]``.
+
+    expert: int32, the chosen expert's index along the experts dim.
+    position: float32, the capacity slot the token asked for (mtf's
+      ``position_in_expert``; ``>= capacity`` when it did not fit).
+    gate: float32, the combine weight; 0.0 when the token was not routed or dropped.
+    kept: float32, 1.0 when the token got its slot (mtf's ``mask_flat``).
+    """
+
+    expert: Tensor
+    position: Tensor
+    gate: Tensor
+    kept: Tensor
 
 
 @dataclass
 class Gating:
-    dispatch: Tensor
-    combine: Tensor
+    """A router's decisions for inputs ``[..., group_size, d_model]``.
+
+    routes: one ``Route`` per choice (two for top-2, one for Switch).
+    experts_dim / capacity_dim: the dims of the expert slots.
+    dtype: the activations' dtype (the combine weights are rounded to it, as in mtf).
+    loss: the load-balancing loss (not yet times ``loss_coef``); stats: ``RoutingStats``.
+    """
+
+    routes: Tuple[Route, ...]
+    experts_dim: Dimension
+    capacity_dim: Dimension
+    dtype: tf.DType
     loss: Tensor
     stats: RoutingStats
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def combine_tensor(self) -> Tensor:
+        """mtf's combine tensor ``[..., group_size, experts, capacity]``: the weight of
+        each token in each expert slot (at most one slot per expert, zero elsewhere).
+        Built on first use, then kept (``cache``, where dispatchers keep what they derive)."""
+        if "combine" not in self.cache:
+            combine = None
+            for r in self.routes:
+                term = (r.gate * r.kept * one_hot(r.expert, self.experts_dim)
+                        * one_hot(to_int32(r.position), self.capacity_dim))
+                combine = term if combine is None else combine + term
+            self.cache["combine"] = cast(combine, self.dtype)
+        return self.cache["combine"]
+
+    def weights(self):
+        """Each route's combine weight ``[..., group_size]`` in the activations' dtype
+        (the value its slot holds in the combine tensor)."""
+        return [cast(r.gate * r.kept, self.dtype) for r in self.routes]
+
+    def dispatch_tensor(self, combine: Optional[Tensor] = None) -> Tensor:
+        """mtf's dispatch tensor: 1 where the combine weight is not zero, else 0."""
+        combine = self.combine_tensor() if combine is None else combine
+        return cast(cast(combine, tf.bool), combine.dtype)
 
 
 class Seeds:
@@ -51,21 +108,33 @@ class Seeds:
         return tf.stack([self.base, tf.constant(self.count, tf.int64)])
 
 
-def _logits(gate_inputs, outer_expert_dims, experts_dim, store, name):
+def _logits(gate_inputs, outer_expert_dims, experts_dim, store, name, activation_dtype):
+    """The router logits in float32; the kernel is read in the activations' dtype first
+    (mtf reads every variable in the activation dtype, and its router casts it back)."""
     return dense(gate_inputs, experts_dim, reduced_dims=gate_inputs.shape.dims[-1:],
-                 expert_dims=outer_expert_dims, use_bias=False, name=name, store=store)
+                 expert_dims=outer_expert_dims, use_bias=False, name=name, store=store,
+                 variable_dtype=VariableDType(tf.float32, tf.float32, activation_dtype))
 
 
-def router_z_loss(logits, experts_dim, importance=None, num_microbatches=None):
-    """mean over real tokens of ``logsumexp(logits)^2`` (ST-MoE's router z-loss)."""
+def _z_loss_requests(logits, experts_dim, importance=None):
+    """The sums of the router z-loss (ST-MoE): ``logsumexp(logits)^2`` over real tokens
+    and, with ``importance``, the count of real tokens."""
     z = square(reduce_logsumexp(logits, experts_dim))
-    if importance is not None:
-        real = to_float(equal(importance, 1.0))
-        z = z * real
-        denom = reduce_sum(real)
-    else:
-        denom = float(z.shape.size)
-    return reduce_sum(z) / (denom * float(num_microbatches or 1))
+    if importance is None:
+        return {"z_loss": z}
+    real = to_float(equal(importance, 1.0))
+    return {"z_loss": z * real, "z_loss_tokens": real}
+
+
+def _z_loss(sums, shape_size, num_microbatches=None):
+    """mean over real tokens of ``logsumexp(logits)^2`` from the sums above."""
+    denom = sums["z_loss_tokens"] if "z_loss_tokens" in sums else float(shape_size)
+    return sums["z_loss"] / (denom * float(num_microbatches or 1))
+
+
+def _mean_of_sum(total: Tensor, x: Tensor) -> Tensor:
+    """``reduce_mean(x)`` from ``total = reduce_sum(x)`` (the same arithmetic)."""
+    return total * (1.0 / x.shape.size)
 
 
 def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
@@ -73,10 +142,15 @@ def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
                  importance: Optional[Tensor] = None, seeds: Optional[Seeds] = None) -> Gating:
     """mtf's ``_top_2_gating``: each token goes to its top expert and, depending on
     the second-place policy, to its second; ``importance`` 1.0 = up to two experts,
-    in (0, 1) = at most one, 0 = none (padding)."""
+    in (0, 1) = at most one, 0 = none (padding).
+
+    The loss and the statistics are sums over every group: they share one
+    all-reduce (``reduce_sums``), where mtf's loss alone makes one.
+    """
     group_size_dim = inputs.shape.dims[-2]
     gate_inputs = to_float(inputs)
-    gate_logits = _logits(gate_inputs, outer_expert_dims, experts_dim, store, name)
+    gate_logits = _logits(gate_inputs, outer_expert_dims, experts_dim, store, name,
+                          inputs.dtype)
     raw_gates = softmax(gate_logits, experts_dim)
     capacity = float(capacity_dim.size)
 
@@ -102,17 +176,16 @@ def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
 
     density_1 = reduce_mean(mask_1, reduced_dim=group_size_dim)
     density_1_proxy = reduce_mean(density_1_proxy, reduced_dim=group_size_dim)
-    loss = reduce_mean(density_1_proxy * density_1) * float(experts_dim.size * experts_dim.size)
+    balance = {"balance_1": density_1_proxy * density_1}
     if config.use_second_place_loss:
         density_2 = reduce_mean(mask_2, reduced_dim=group_size_dim)
         normalized = gates_without_top_1 / (
             reduce_sum(gates_without_top_1, reduced_dim=experts_dim) + 1e-9)
         density_2_proxy = reduce_mean(normalized, reduced_dim=group_size_dim)
-        loss_2 = reduce_mean(density_2_proxy * density_2) * float(
-            experts_dim.size * experts_dim.size)
-        loss += loss_2 * 0.5
-    if train and config.z_loss is not None:
-        loss += config.z_loss * router_z_loss(gate_logits, experts_dim, importance)
+        balance["balance_2"] = density_2_proxy * density_2
+    use_z_loss = train and config.z_loss is not None
+    if use_z_loss:
+        balance.update(_z_loss_requests(gate_logits, experts_dim, importance))
 
     policy = config.second_policy_train if train else config.second_policy_eval
     threshold = config.second_threshold_train if train else config.second_threshold_eval
@@ -142,26 +215,34 @@ def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
     position_2_per_expert = position_in_expert_2
     position_in_expert_2 = reduce_sum(position_in_expert_2, reduced_dim=experts_dim)
 
-    combine = (gate_1 * mask_1_flat * one_hot(index_1, experts_dim)
-               * one_hot(to_int32(position_in_expert_1), capacity_dim)
-               + gate_2 * mask_2_flat * one_hot(index_2, experts_dim)
-               * one_hot(to_int32(position_in_expert_2), capacity_dim))
-    combine = cast(combine, inputs.dtype)
-    dispatch = cast(cast(combine, tf.bool), combine.dtype)
-
-    stats = routing_stats(
+    expert_dims = (outer_expert_dims or []) + [experts_dim]
+    requests = dict(balance)
+    requests.update(stats_requests(
         (mask_1_before, mask_2_before), (mask_1, mask_2),
         (position_1_per_expert, position_2_per_expert), capacity, raw_top,
-        real if real is not None else ones_like(raw_top),
-        (outer_expert_dims or []) + [experts_dim])
-    return Gating(dispatch, combine, cast(loss, inputs.dtype), stats)
+        real if real is not None else ones_like(raw_top), expert_dims))
+    sums = reduce_sums(requests)
+
+    square_experts = float(experts_dim.size * experts_dim.size)
+    loss = _mean_of_sum(sums["balance_1"], balance["balance_1"]) * square_experts
+    if config.use_second_place_loss:
+        loss_2 = _mean_of_sum(sums["balance_2"], balance["balance_2"]) * square_experts
+        loss += loss_2 * 0.5
+    if use_z_loss:
+        loss += config.z_loss * _z_loss(sums, balance["z_loss"].shape.size)
+
+    routes = (Route(index_1, position_in_expert_1, gate_1, mask_1_flat),
+              Route(index_2, position_in_expert_2, gate_2, mask_2_flat))
+    return Gating(routes, experts_dim, capacity_dim, inputs.dtype, cast(loss, inputs.dtype),
+                  routing_stats(sums, expert_dims))
 
 
 def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
                   capacity_dim: Dimension, config, train: bool, store, name: str,
                   importance: Optional[Tensor] = None, seeds: Optional[Seeds] = None) -> Gating:
     """mtf's ``_switch_gating``: each token goes to one expert (argmax of the router,
-    optionally with input jitter / input dropout in training, or sampled)."""
+    optionally with input jitter / input dropout in training, or sampled).
+    The loss and the statistics share one all-reduce, as in ``top_2_gating``."""
     seeds = seeds or Seeds(0)
     policy = config.switch_policy_train if train else config.switch_policy_eval
     gate_inputs = to_float(inputs)
@@ -172,7 +253,8 @@ def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
         gate_inputs = gate_inputs * random_uniform(gate_inputs.mesh, gate_inputs.shape,
                                                    seeds.next(), minval=1.0 - eps,
                                                    maxval=1.0 + eps)
-    gate_logits = _logits(gate_inputs, outer_expert_dims, experts_dim, store, name)
+    gate_logits = _logits(gate_inputs, outer_expert_dims, experts_dim, store, name,
+                          inputs.dtype)
     raw_gates = softmax(gate_logits, experts_dim)
     if policy == "sample":
         noise = random_uniform(gate_logits.mesh, gate_logits.shape, seeds.next(), minval=1e-9,
@@ -195,24 +277,32 @@ def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
         expert_mask *= real
         expert_gate *= real
         density_1_proxy *= real
-    loss = reduce_mean(density_1_proxy * density_1) * float(experts_dim.size * experts_dim.size)
-    if train and config.z_loss is not None:
-        loss += config.z_loss * router_z_loss(gate_logits, experts_dim, importance)
+    balance = {"balance_1": density_1_proxy * density_1}
+    use_z_loss = train and config.z_loss is not None
+    if use_z_loss:
+        balance.update(_z_loss_requests(gate_logits, experts_dim, importance))
 
     mask_before = expert_mask
     position_in_expert = cumsum(expert_mask, group_size_dim, exclusive=True) * expert_mask
     expert_mask *= to_float(less(position_in_expert, float(capacity_dim.size)))
     expert_mask_flat = reduce_sum(expert_mask, reduced_dim=experts_dim)
     expert_gate *= expert_mask_flat
-    combine = (expert_gate * expert_mask_flat
-               * one_hot(expert_index, experts_dim, dtype=raw_gates.dtype)
-               * one_hot(to_int32(position_in_expert), capacity_dim, dtype=raw_gates.dtype))
-    combine = cast(combine, inputs.dtype)
-    dispatch = cast(cast(combine, tf.bool), combine.dtype)
+
+    expert_dims = (outer_expert_dims or []) + [experts_dim]
     zero = zeros_like(mask_before)
-    stats = routing_stats(
+    requests = dict(balance)
+    requests.update(stats_requests(
         (mask_before, zero), (expert_mask, zero), (position_in_expert, zero),
         float(capacity_dim.size), raw_top,
-        real if real is not None else ones_like(raw_top),
-        (outer_expert_dims or []) + [experts_dim])
-    return Gating(dispatch, combine, cast(loss, inputs.dtype), stats)
+        real if real is not None else ones_like(raw_top), expert_dims))
+    sums = reduce_sums(requests)
+    loss = _mean_of_sum(sums["balance_1"], balance["balance_1"]) * float(
+        experts_dim.size * experts_dim.size)
+    if use_z_loss:
+        loss += config.z_loss * _z_loss(sums, balance["z_loss"].shape.size)
+
+    # the slot each token asked for: its position at the chosen expert
+    position = reduce_sum(position_in_expert, reduced_dim=experts_dim)
+    routes = (Route(expert_index, position, expert_gate, expert_mask_flat),)
+    return Gating(routes, experts_dim, capacity_dim, inputs.dtype, cast(loss, inputs.dtype),
+                  routing_stats(sums, expert_dims))

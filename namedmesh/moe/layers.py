@@ -18,7 +18,6 @@ import tensorflow as tf
 from namedmesh.core import elementwise as ew
 from namedmesh.core.checks import (check_flag, check_float_tensor, check_mesh,
                                    check_number_tensor, check_seed)
-from namedmesh.core.contraction import reduce_sum
 from namedmesh.core.creation import zeros
 from namedmesh.core.dims import Dimension, Shape, convert_to_shape
 from namedmesh.core.random_ops import stateless_dropout
@@ -30,10 +29,15 @@ from namedmesh.lowering.trace import mark_step
 from namedmesh.layers.variables import (VariableStore, checked_array,
                                         variance_scaling_initializer)
 from namedmesh.moe.config import MoE1DConfig, MoE2DConfig
-from namedmesh.moe.dispatch import DEFAULT_DISPATCHER
+from namedmesh.moe.dispatch import make_dispatcher
 from namedmesh.moe.gating import Seeds, switch_gating, top_2_gating
 from namedmesh.moe.dims import mesh_dim_size_of, moe1d_dims, moe2d_dims
 from namedmesh.moe.stats import MoEStats
+
+# TF name scopes of the layers' phases (the profile in benchmarks/profile_step.py groups op
+# time by them; docs/performance.md)
+PHASES = {"router": "moe_router", "dispatch": "moe_dispatch", "all_to_all": "moe_all_to_all",
+          "expert_ffn": "moe_expert_ffn", "combine": "moe_combine"}
 
 ACTIVATION_FNS = {"relu": ew.relu, "gelu": ew.gelu, "sigmoid": ew.sigmoid, "tanh": ew.tanh,
                   "swish": ew.silu, "silu": ew.silu, "softplus": ew.softplus,
@@ -56,7 +60,6 @@ class _MoELayer:
     def _setup(self, config):
         self.config = config
         self.store = VariableStore(seed=0)
-        self.dispatcher = DEFAULT_DISPATCHER
         self._loaded: Optional[Dict[str, np.ndarray]] = None
         self._built_dims = None
         self._built_strategy = None
@@ -231,6 +234,11 @@ class _MoELayer:
             return Seeds(self._step.assign_add(1))
         return Seeds(0)
 
+    def dispatcher_for(self, mesh):
+        """The dispatcher this layer uses on ``mesh`` (its ``dispatch`` option; "auto":
+        one-hot einsums under a TPUStrategy, index gathers elsewhere)."""
+        return make_dispatcher(self.config.dispatch, mesh)
+
     def _uses_randomness(self, train) -> bool:
         return (self.config.second_policy_train if train else
                 self.config.second_policy_eval) == "random"
@@ -337,32 +345,41 @@ class MoE1D(_MoELayer):
                                                                                  x.dtype)
             nonpadding = reshape(nonpadding, Shape(moe_input_dims[:-1]))
         gating_fn = switch_gating if c.moe_gating == "switch" else top_2_gating
-        gating = gating_fn(inputs, None, experts_dim_unsplit, capacity_dim, c, train, self.store,
-                           self.gating_variable_names()[0].split("/")[0], importance=nonpadding,
-                           seeds=seeds)
-        mark_step("dispatch tensor", gating.dispatch)
-        expert_inputs = self.dispatcher.dispatch(inputs, gating.dispatch, Shape(
-            [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim, input_dim]))
-        mark_step("expert input", expert_inputs)
+        with tf.name_scope(PHASES["router"]):
+            gating = gating_fn(inputs, None, experts_dim_unsplit, capacity_dim, c, train,
+                               self.store, self.gating_variable_names()[0].split("/")[0],
+                               importance=nonpadding, seeds=seeds)
+        dispatcher = self.dispatcher_for(mesh)
+        with tf.name_scope(PHASES["dispatch"]):
+            expert_inputs = dispatcher.dispatch(inputs, gating, Shape(
+                [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim, input_dim]),
+                step="dispatch tensor")
+            mark_step("expert input", expert_inputs)
         d_model_split = Dimension("d_model_split", input_dim.size)
-        expert_inputs = reshape(expert_inputs, Shape(
-            [outer_batch_dim, experts_dim, batch_dim_unsplit, capacity_dim, d_model_split]))
-        expert_inputs = reshape(expert_inputs, Shape(
-            [outer_batch_dim, experts_dim, batch_dim_unsplit, capacity_dim, input_dim]))
-        mark_step("all-to-all to experts", expert_inputs)
-        expert_output = self._expert_ffn(expert_inputs, [input_dim], hidden_dim, output_dim,
-                                         [experts_dim], c.activation, train, seeds,
-                                         c.dropout_rate)
-        mark_step("expert output", expert_output)
+        with tf.name_scope(PHASES["all_to_all"]):
+            expert_inputs = reshape(expert_inputs, Shape(
+                [outer_batch_dim, experts_dim, batch_dim_unsplit, capacity_dim, d_model_split]))
+            expert_inputs = reshape(expert_inputs, Shape(
+                [outer_batch_dim, experts_dim, batch_dim_unsplit, capacity_dim, input_dim]))
+            mark_step("all-to-all to experts", expert_inputs)
+        with tf.name_scope(PHASES["expert_ffn"]):
+            expert_output = self._expert_ffn(expert_inputs, [input_dim], hidden_dim, output_dim,
+                                             [experts_dim], c.activation, train, seeds,
+                                             c.dropout_rate)
+            mark_step("expert output", expert_output)
         d_model_split = Dimension("d_model_split", output_dim.size)
-        expert_output = reshape(expert_output, Shape(
-            [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim, d_model_split]))
-        expert_output = reshape(expert_output, Shape(
-            [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim, output_dim]))
-        mark_step("all-to-all back from experts", expert_output)
-        output = self.dispatcher.combine(expert_output, gating.combine,
-                                         Shape(moe_input_dims[:-1] + [output_dim]))
-        mark_step("combine", output)
+        with tf.name_scope(PHASES["all_to_all"]):
+            expert_output = reshape(expert_output, Shape(
+                [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim,
+                 d_model_split]))
+            expert_output = reshape(expert_output, Shape(
+                [outer_batch_dim, experts_dim_unsplit, num_groups_dim, capacity_dim,
+                 output_dim]))
+            mark_step("all-to-all back from experts", expert_output)
+        with tf.name_scope(PHASES["combine"]):
+            output = dispatcher.combine(expert_output, gating,
+                                        Shape(moe_input_dims[:-1] + [output_dim]))
+            mark_step("combine", output)
         output = reshape(output, Shape(batch_and_length + [output_dim]))
         mark_step("output", output)
         if no_length:
@@ -423,48 +440,58 @@ class MoE2D(_MoELayer):
         mark_step("grouped input", inputs)
         if nonpadding is not None:
             nonpadding = reshape(nonpadding, Shape([a0, g1, s]))
-        outer = top_2_gating(inputs, None, x, cap_x, c, train, self.store, "outer_gating",
-                             importance=nonpadding, seeds=seeds)
-        mark_step("outer dispatch tensor", outer.dispatch)
-        expert_inputs_x = self.dispatcher.dispatch(inputs, outer.dispatch,
-                                                   Shape([x, a0, g1, cap_x, m]))
-        mark_step("outer expert input", expert_inputs_x)
-        # importance for the second level: 1.0 first choice, 0.5 second, 0.0 none
-        importance = reduce_sum(outer.combine, output_shape=Shape([x, a0, g1, cap_x]))
-        importance = 0.5 * (ew.to_float(ew.greater(importance, 0.5))
-                            + ew.to_float(ew.greater(importance, 0.0)))
-        # first level all-to-all: the split moves from g1 to x1
-        expert_inputs_x = reshape(expert_inputs_x, Shape([x1, a0, g, cap_x, m]))
-        mark_step("all-to-all to expert_x", expert_inputs_x)
-        importance = reshape(importance, Shape([x1, a0, g, cap_x]))
-        mark_step("importance all-to-all to expert_x", importance)
+        dispatcher = self.dispatcher_for(mesh)
+        with tf.name_scope(PHASES["router"]):
+            outer = top_2_gating(inputs, None, x, cap_x, c, train, self.store, "outer_gating",
+                                 importance=nonpadding, seeds=seeds)
+        with tf.name_scope(PHASES["dispatch"]):
+            expert_inputs_x = dispatcher.dispatch(inputs, outer, Shape([x, a0, g1, cap_x, m]),
+                                                  step="outer dispatch tensor")
+            mark_step("outer expert input", expert_inputs_x)
+            # importance for the second level: 1.0 first choice, 0.5 second, 0.0 none
+            importance = dispatcher.slot_weights(outer, Shape([x, a0, g1, cap_x]))
+            importance = 0.5 * (ew.to_float(ew.greater(importance, 0.5))
+                                + ew.to_float(ew.greater(importance, 0.0)))
+        with tf.name_scope(PHASES["all_to_all"]):
+            # first level all-to-all: the split moves from g1 to x1
+            expert_inputs_x = reshape(expert_inputs_x, Shape([x1, a0, g, cap_x, m]))
+            mark_step("all-to-all to expert_x", expert_inputs_x)
+            importance = reshape(importance, Shape([x1, a0, g, cap_x]))
+            mark_step("importance all-to-all to expert_x", importance)
         # second level groups reuse the name of a0: this reshape is free
         inputs_y = reshape(expert_inputs_x, Shape([x1, h0, t, m]))
         mark_step("second-level groups", inputs_y)
         importance = reshape(importance, Shape([x1, h0, t]))
-        inner = top_2_gating(inputs_y, [x1], y, cap_y, c, train, self.store, "inner_gating",
-                             importance=importance, seeds=seeds)
-        mark_step("inner dispatch tensor", inner.dispatch)
-        expert_inputs_y = self.dispatcher.dispatch(inputs_y, inner.dispatch,
-                                                   Shape([y, x1, h0, cap_y, m]))
-        mark_step("inner expert input", expert_inputs_y)
-        # second level all-to-all: the split moves from h0 to y0
-        expert_inputs_y = reshape(expert_inputs_y, Shape([y0, x1, h, cap_y, m]))
-        mark_step("all-to-all to expert_y", expert_inputs_y)
-        expert_output = self._expert_ffn(expert_inputs_y, [m], hidden_dim, n, [y0, x1], "relu",
-                                         train, seeds)
-        mark_step("expert output", expert_output)
+        with tf.name_scope(PHASES["router"]):
+            inner = top_2_gating(inputs_y, [x1], y, cap_y, c, train, self.store, "inner_gating",
+                                 importance=importance, seeds=seeds)
+        with tf.name_scope(PHASES["dispatch"]):
+            expert_inputs_y = dispatcher.dispatch(inputs_y, inner, Shape([y, x1, h0, cap_y, m]),
+                                                  step="inner dispatch tensor")
+            mark_step("inner expert input", expert_inputs_y)
+        with tf.name_scope(PHASES["all_to_all"]):
+            # second level all-to-all: the split moves from h0 to y0
+            expert_inputs_y = reshape(expert_inputs_y, Shape([y0, x1, h, cap_y, m]))
+            mark_step("all-to-all to expert_y", expert_inputs_y)
+        with tf.name_scope(PHASES["expert_ffn"]):
+            expert_output = self._expert_ffn(expert_inputs_y, [m], hidden_dim, n, [y0, x1],
+                                             "relu", train, seeds)
+            mark_step("expert output", expert_output)
         # and back: all-to-all y0 -> h0, combine, free reshape, all-to-all x1 -> g1, combine
-        expert_output = reshape(expert_output, Shape([y, x1, h0, cap_y, n]))
-        mark_step("all-to-all back from expert_y", expert_output)
-        output_y = self.dispatcher.combine(expert_output, inner.combine, Shape([x1, h0, t, n]))
-        mark_step("inner combine", output_y)
+        with tf.name_scope(PHASES["all_to_all"]):
+            expert_output = reshape(expert_output, Shape([y, x1, h0, cap_y, n]))
+            mark_step("all-to-all back from expert_y", expert_output)
+        with tf.name_scope(PHASES["combine"]):
+            output_y = dispatcher.combine(expert_output, inner, Shape([x1, h0, t, n]))
+            mark_step("inner combine", output_y)
         output = reshape(output_y, Shape([x1, a0, g, cap_x, n]))
         mark_step("first-level layout", output)
-        expert_output_x = reshape(output, Shape([x, a0, g1, cap_x, n]))
-        mark_step("all-to-all back from expert_x", expert_output_x)
-        output_x = self.dispatcher.combine(expert_output_x, outer.combine, Shape([a0, g1, s, n]))
-        mark_step("outer combine", output_x)
+        with tf.name_scope(PHASES["all_to_all"]):
+            expert_output_x = reshape(output, Shape([x, a0, g1, cap_x, n]))
+            mark_step("all-to-all back from expert_x", expert_output_x)
+        with tf.name_scope(PHASES["combine"]):
+            output_x = dispatcher.combine(expert_output_x, outer, Shape([a0, g1, s, n]))
+            mark_step("outer combine", output_x)
         output = reshape(output_x, Shape([a0, b1, l, n]))
         mark_step("output", output)
         if insert_outer_batch_dim:

@@ -11,8 +11,9 @@ from typing import Dict
 
 import numpy as np
 
-from namedmesh.core.contraction import reduce_sum
-from namedmesh.core.elementwise import greater_equal, to_float
+from namedmesh.core.creation import mtf_range
+from namedmesh.core.dims import Dimension, Shape
+from namedmesh.core.elementwise import equal, greater_equal, to_float
 from namedmesh.core.tensor import Tensor, export_to_tf_tensor
 
 
@@ -77,53 +78,67 @@ class MoEStats:
         return "\n".join(lines)
 
 
-def _replicated_counts(mask: Tensor, expert_dims) -> Tensor:
-    """Per-expert sums of ``mask``, replicated on every processor.
+def _replicated_counts(mask: Tensor, expert_dims):
+    """A request (for ``reduce_sums``) of the per-expert sums of ``mask``, replicated on
+    every processor.
 
-    An expert dim that the layout splits is mapped onto an unsplit copy by an
-    identity einsum, which costs an all-reduce of the small count table; an export
-    of the split table would all-gather it instead.
+    An expert dim that the layout splits is mapped onto an unsplit copy
+    (``<name>_all``) by an identity matrix before the sum, so the count table is
+    completed by the same all-reduce as the other sums; an export of the split
+    table would all-gather it instead.
     """
-    from namedmesh.core.contraction import einsum
-    from namedmesh.core.creation import mtf_range
-    from namedmesh.core.dims import Dimension
-    from namedmesh.core.elementwise import equal
-    counts = reduce_sum(mask, output_shape=expert_dims)
+    out = []
     for d in expert_dims:
-        if counts.layout.mesh_axis_of(d.name) is not None:
+        if mask.layout.mesh_axis_of(d.name) is not None:
             whole = Dimension(d.name + "_all", d.size)
-            eye = to_float(equal(mtf_range(mask.mesh, d), mtf_range(mask.mesh, whole)))
-            out = [whole if e.name == d.name else e for e in counts.shape.dims]
-            counts = einsum([counts, eye], output_shape=out)
-    return counts
+            mask = mask * to_float(equal(mtf_range(mask.mesh, d), mtf_range(mask.mesh, whole)))
+            out.append(whole)
+        else:
+            out.append(d)
+    return mask, Shape(out)
 
 
-def routing_stats(masks_before, masks_after, positions, capacity: float, top_gate: Tensor,
-                  real: Tensor, expert_dims) -> RoutingStats:
-    """Statistics from the first/second-choice masks before and after capacity.
+def stats_requests(masks_before, masks_after, positions, capacity: float, top_gate: Tensor,
+                   real: Tensor, expert_dims) -> Dict[str, object]:
+    """The sums behind ``RoutingStats``, as requests for ``namedmesh.core.packed.reduce_sums``
+    (the router adds its loss to them, so that all share one all-reduce).
 
     masks_before / masks_after / positions: pairs (first, second) of tensors
       [..., group_size, experts] (positions: slot index each assignment asked for).
     top_gate: [..., group_size] raw top-1 probability; real: [..., group_size] 1.0 for
       tokens that count (importance == 1), else 0.0.
     """
-    per_expert = [_replicated_counts(m, expert_dims) for m in masks_after]
-    requested = _replicated_counts(masks_before[0] + masks_before[1], expert_dims)
-    assigned_first = reduce_sum(masks_before[0])
-    assigned = assigned_first + reduce_sum(masks_before[1])
-    routed = reduce_sum(masks_after[0]) + reduce_sum(masks_after[1])
-    dropped = reduce_sum(masks_before[0] * to_float(greater_equal(positions[0], capacity))) + \
-        reduce_sum(masks_before[1] * to_float(greater_equal(positions[1], capacity)))
-    confidence = reduce_sum(top_gate * real) / (reduce_sum(real) + 1e-9)
+    return {
+        "first_choice_per_expert": _replicated_counts(masks_after[0], expert_dims),
+        "second_choice_per_expert": _replicated_counts(masks_after[1], expert_dims),
+        "requested_per_expert": _replicated_counts(masks_before[0] + masks_before[1],
+                                                   expert_dims),
+        "assigned_first": masks_before[0],
+        "assigned_second": masks_before[1],
+        "routed_first": masks_after[0],
+        "routed_second": masks_after[1],
+        "dropped_first": masks_before[0] * to_float(greater_equal(positions[0], capacity)),
+        "dropped_second": masks_before[1] * to_float(greater_equal(positions[1], capacity)),
+        "confidence_sum": top_gate * real,
+        "real_tokens": real,
+    }
+
+
+def routing_stats(sums, expert_dims) -> RoutingStats:
+    """``RoutingStats`` from the results of ``stats_requests`` (``{name: Tensor}``)."""
     ex = export_to_tf_tensor
-    assigned_v, dropped_v = ex(assigned), ex(dropped)
+    assigned_first = sums["assigned_first"]
+    assigned = ex(assigned_first + sums["assigned_second"])
+    dropped = ex(sums["dropped_first"] + sums["dropped_second"])
     return RoutingStats(
-        first_choice_per_expert=ex(per_expert[0]), second_choice_per_expert=ex(per_expert[1]),
-        requested_per_expert=ex(requested),
-        assigned=assigned_v, assigned_first=ex(assigned_first), routed=ex(routed),
-        dropped=dropped_v,
-        fraction_dropped=dropped_v / (assigned_v + 1e-9), router_confidence=ex(confidence),
+        first_choice_per_expert=ex(sums["first_choice_per_expert"]),
+        second_choice_per_expert=ex(sums["second_choice_per_expert"]),
+        requested_per_expert=ex(sums["requested_per_expert"]),
+        assigned=assigned, assigned_first=ex(assigned_first),
+        routed=ex(sums["routed_first"] + sums["routed_second"]),
+        dropped=dropped, fraction_dropped=dropped / (assigned + 1e-9),
+        router_confidence=ex(sums["confidence_sum"] / (sums["real_tokens"] + 1e-9)),
         expert_dims=tuple(d.name for d in expert_dims))
 
 
-__all__ = ["RoutingStats", "MoEStats", "routing_stats"]
+__all__ = ["RoutingStats", "MoEStats", "routing_stats", "stats_requests"]

@@ -1,0 +1,25 @@
+"""The benchmark harness runs end to end on a tiny workload (make bench runs the real one)."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_harness_runs_a_tiny_configuration(tmp_path):
+    out = tmp_path / "results.json"
+    env = dict(os.environ, NAMEDMESH_MTF_ORACLE=str(tmp_path / "no-oracle"))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench.py"), "--tiny", "--repeats",
+         "2", "--groups", "16", "--meshes", "b0:2;b1:2", "--executors", "placement",
+         "--json", str(out)], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no oracle" in proc.stdout
+    results = {tuple(r["key"][:1]): r for r in json.loads(out.read_text())}
+    step, floor = results[("namedmesh",)], results[("floor",)]
+    assert step["dispatch"] == "index" and step["processors"] == 4
+    assert len(step["steps_s"]) == 2 and step["median_s"] > 0 and step["peak_rss_mb"] > 100
+    assert floor["slots"] == step["slots"] > 0
+    assert "b0:2;b1:2  placement  index" in proc.stdout
+    assert "step / FFN floor" in proc.stdout
