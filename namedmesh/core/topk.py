@@ -56,8 +56,13 @@ def sample_with_temperature(logits: Tensor, dim, temperature=1.0, name=None, see
 @named_op("nth_largest_element")
 def nth_largest_element(x: Tensor, n: int, reduced_dim, name=None) -> Tensor:
     """The ``n``-th largest value along ``reduced_dim`` (``n`` from 0); dims ``x.shape - dim``."""
-    if isinstance(n, bool) or int(n) != n or n < 0:
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or n < 0:
         raise ShapeError("nth_largest_element: n must be an integer >= 0, got %r" % (n,))
+    check_tensor(x, "nth_largest_element")
+    dim = x.shape.dims[axis_of(x, reduced_dim, "nth_largest_element")]
+    if n >= dim.size:
+        raise ShapeError("nth_largest_element: n=%r is outside dim %s (n counts from 0)"
+                         % (n, dim))
     k_dim = Dimension("_top_k_", int(n) + 1)
     values, _ = top_k(x, reduced_dim, k_dim)
     return gather(values, int(n), k_dim)

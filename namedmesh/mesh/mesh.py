@@ -16,7 +16,7 @@ import tensorflow as tf
 from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.core.mesh_math import (pnum_to_processor_coordinates, processor_coordinates_to_pnum,
                                       processor_groups)
-from namedmesh.errors import LayoutError, MeshError, ShapeError
+from namedmesh.errors import LayoutError, MeshError, ShapeError, WrongTypeError
 from namedmesh.mesh.layout import TensorLayout, compute_tensor_layout
 from namedmesh.mesh.layout_rules import convert_to_layout_rules
 from namedmesh.mesh.processor_map import ProcessorMap, check_permutation, processor_map_for_devices
@@ -30,7 +30,7 @@ def parse_mesh_shape(mesh_shape) -> Shape:
     """The mesh shape (mtf string, Shape or list), errors naming the mesh string."""
     try:
         return convert_to_shape(mesh_shape) if mesh_shape is not None else Shape([])
-    except ShapeError as e:
+    except (ShapeError, WrongTypeError) as e:
         raise MeshError("mesh shape %r: %s" % (mesh_shape, str(e).replace(
             "shape string %r: " % (mesh_shape,), ""))) from None
 

@@ -20,6 +20,7 @@ MTF_ONLY_GATINGS = ("top_n", "ntlb", "switch_max", "expert_selection")
 # how tokens move into expert slots (namedmesh's option, not mtf's; see moe/dispatch.py):
 # "einsum" = mtf's one-hot einsums, "index" = gathers, "auto" = einsum on TPU, else index
 DISPATCHERS = ("auto", "einsum", "index")
+NONFINITE_POLICIES = ("mask", "mtf")   # see namedmesh/moe/nonfinite.py
 ACTIVATIONS = ("relu", "gelu", "sigmoid", "tanh", "swish", "silu", "softplus", "square",
                "linear", None)
 
@@ -54,6 +55,7 @@ class _Common:
     second_threshold_eval: float = 0.2
     min_expert_capacity: int = 4
     dispatch: str = "auto"
+    nonfinite_tokens: str = "mask"
 
     def _validate_common(self):
         _check_number("loss_coef", self.loss_coef, 0)
@@ -73,6 +75,8 @@ class _Common:
         _check_choice("second_policy_eval", self.second_policy_eval, SECOND_POLICIES,
                       "second-place policy")
         _check_choice("dispatch", self.dispatch, DISPATCHERS, "dispatcher")
+        _check_choice("nonfinite_tokens", self.nonfinite_tokens, NONFINITE_POLICIES,
+                      "policy for tokens with NaN or infinity")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

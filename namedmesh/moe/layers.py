@@ -31,6 +31,7 @@ from namedmesh.layers.variables import (VariableStore, checked_array,
 from namedmesh.moe.config import MoE1DConfig, MoE2DConfig
 from namedmesh.moe.dispatch import make_dispatcher
 from namedmesh.moe.gating import Seeds, switch_gating, top_2_gating
+from namedmesh.moe.nonfinite import mask_nonfinite_tokens
 from namedmesh.moe.dims import mesh_dim_size_of, moe1d_dims, moe2d_dims
 from namedmesh.moe.stats import MoEStats
 
@@ -222,6 +223,14 @@ class _MoELayer:
                               "cannot be created per replica: call layer.build(%r, mesh) "
                               "before mesh.run" % (name, x.shape.to_string()))
 
+    def _mask_nonfinite(self, inputs, importance):
+        """``(inputs, importance, masked)``: with ``nonfinite_tokens="mask"`` the tokens that
+        hold NaN or infinity zeroed and made padding (``moe/nonfinite.py``); with ``"mtf"``
+        everything as it is."""
+        if self.config.nonfinite_tokens == "mtf":
+            return inputs, importance, None
+        return mask_nonfinite_tokens(inputs, importance)
+
     def _seeds(self, seed, train):
         if seed is not None:
             return Seeds(seed)
@@ -344,11 +353,12 @@ class MoE1D(_MoELayer):
             nonpadding = zeros(mesh, Shape(batch_and_length), x.dtype) + ew.cast(nonpadding,
                                                                                  x.dtype)
             nonpadding = reshape(nonpadding, Shape(moe_input_dims[:-1]))
+        inputs, nonpadding, nonfinite = self._mask_nonfinite(inputs, nonpadding)
         gating_fn = switch_gating if c.moe_gating == "switch" else top_2_gating
         with tf.name_scope(PHASES["router"]):
             gating = gating_fn(inputs, None, experts_dim_unsplit, capacity_dim, c, train,
                                self.store, self.gating_variable_names()[0].split("/")[0],
-                               importance=nonpadding, seeds=seeds)
+                               importance=nonpadding, seeds=seeds, nonfinite=nonfinite)
         dispatcher = self.dispatcher_for(mesh)
         with tf.name_scope(PHASES["dispatch"]):
             expert_inputs = dispatcher.dispatch(inputs, gating, Shape(
@@ -440,10 +450,11 @@ class MoE2D(_MoELayer):
         mark_step("grouped input", inputs)
         if nonpadding is not None:
             nonpadding = reshape(nonpadding, Shape([a0, g1, s]))
+        inputs, nonpadding, nonfinite = self._mask_nonfinite(inputs, nonpadding)
         dispatcher = self.dispatcher_for(mesh)
         with tf.name_scope(PHASES["router"]):
             outer = top_2_gating(inputs, None, x, cap_x, c, train, self.store, "outer_gating",
-                                 importance=nonpadding, seeds=seeds)
+                                 importance=nonpadding, seeds=seeds, nonfinite=nonfinite)
         with tf.name_scope(PHASES["dispatch"]):
             expert_inputs_x = dispatcher.dispatch(inputs, outer, Shape([x, a0, g1, cap_x, m]),
                                                   step="outer dispatch tensor")
