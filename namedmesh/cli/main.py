@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+COMMANDS = ("explain", "port", "glossary", "demo", "check")
 DESCRIPTION = ("namedmesh: mesh-tensorflow's named dims, layouts and MoE layers on TensorFlow 2. "
                "Explain, port, check and demo legacy MoE configs.")
 
@@ -47,11 +48,9 @@ def layer_from_args(args):
         kwargs[key.strip()] = parse_value(value.strip())
     layer_name = args.layer
     if args.hparams:
+        from namedmesh.porting.files import read_text_file
         try:
-            with open(args.hparams) as f:
-                hparams = json.load(f)
-        except OSError as e:
-            raise UsageError("cannot read hparams file %r: %s" % (args.hparams, e.strerror))
+            hparams = json.loads(read_text_file(args.hparams, "hparams file"))
         except json.JSONDecodeError as e:
             raise UsageError("hparams file %r is not JSON: %s" % (args.hparams, e))
         if layer_name is None:
@@ -184,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="namedmesh", description=DESCRIPTION)
     _add_debug(parser, False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{explain,port,glossary,demo,check}")
+                                metavar="{%s}" % ",".join(COMMANDS))
 
     ex = sub.add_parser("explain", help="the annotated MoE cheat sheet for a config, mesh and "
                                         "layout")
@@ -272,6 +271,8 @@ def main(argv=None) -> int:
     except UsageError as e:
         if debug:
             raise
+        if e.prog == "namedmesh":   # the top parser: name the command if one was given
+            e.prog = next(("namedmesh " + a for a in argv if a in COMMANDS), e.prog)
         print("%s: error: %s" % (e.prog or prog, _one_line(e)), file=sys.stderr)
         return 2
     except (ValueError, OSError) as e:  # namedmesh's errors name the offending value
