@@ -260,6 +260,8 @@ class Mesh:
     def tensor_layout(self, shape) -> TensorLayout:
         """Which dims of ``shape`` are split over which mesh dims (cached by shape)."""
         shape = convert_to_shape(shape)
+        if shape is None:
+            raise ShapeError("tensor_layout: a shape is required, got None")
         layout = self._layouts.get(shape)
         if layout is None:
             layout = compute_tensor_layout(shape, self.shape, self.layout_rules)
