@@ -5,7 +5,7 @@ Each states its output dims by name and matches mtf 0.1.21's semantics.
 
 import tensorflow as tf
 
-from namedmesh.core.checks import check_float_tensor
+from namedmesh.core.checks import as_dtype, check_float_tensor, check_number_tensor
 from namedmesh.core.contraction import reduce_max, reduce_sum
 from namedmesh.core.dims import Shape, convert_to_dimension
 from namedmesh.core.elementwise import check_tensor, exp, log, maximum, stop_gradient
@@ -95,6 +95,7 @@ def one_hot(indices: Tensor, output_dim, on_value=1.0, off_value=0.0, dtype=tf.f
         raise WrongTypeError("one_hot: indices must be an integer tensor, got %s %s"
                         % (indices.dtype.name, indices.shape))
     output_dim = convert_to_dimension(output_dim)
+    dtype = as_dtype(dtype, "one_hot")
     if output_dim.name in indices.shape:
         raise ShapeError("one_hot: output dim %r is already a dim of the indices %s"
                          % (output_dim.name, indices.shape))
@@ -123,7 +124,7 @@ def cumsum(x: Tensor, dim, exclusive: bool = False, reverse: bool = False, name=
     end (a namedmesh extension; mtf 0.1.21 has no ``reverse``).  A split ``dim``
     costs one all-gather of the per-processor totals.
     """
-    check_tensor(x, "cumsum")
+    check_number_tensor(check_tensor(x, "cumsum"), "cumsum")
     dim = _require_dim(x, dim, "cumsum")
     from namedmesh.lowering.selection import lower_cumsum
     return lower_cumsum(x, dim, exclusive, reverse)

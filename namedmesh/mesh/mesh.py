@@ -152,6 +152,12 @@ class Mesh:
         """
         if reduce not in ("first", "sum"):
             raise MeshError("mesh.run: reduce must be 'first' or 'sum', got %r" % (reduce,))
+        if not callable(fn):
+            raise WrongTypeError("mesh.run: fn must be a function, got %r (%s)"
+                                 % (fn, type(fn).__name__))
+        if function is not None and not isinstance(function, bool):
+            raise WrongTypeError("mesh.run: function must be True, False or None, got %r"
+                                 % (function,))
         if self.strategy is None:
             if function:
                 compiled = self._functions.get(fn)
