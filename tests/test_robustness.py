@@ -83,6 +83,16 @@ def _moe_built_without_strategy(e):
     return mesh.run(program, tf.ones([2, 4, 8]))
 
 
+def _explain(layer, shape):
+    from namedmesh.moe.explain import explain
+    return explain(layer, shape, "b0:2", "")
+
+
+def _render(fmt):
+    from namedmesh.moe.explain import explain, render
+    return render(explain(moe2(), X2, "b0:2", ""), fmt)
+
+
 def _dense_twice(e):
     store = S()
     nm.dense(e.t("a:2;b:3"), "c:4", store=store)
@@ -615,6 +625,28 @@ CASES = [
      ["ndarray"]),
     ("scalar_summary of a vector", lambda e: nm.scalar_summary("x", e.t("a:2")), ShapeError,
      ["[a:2]"]),
+    ("Print data not a list", lambda e: nm.Print(e.t("a:2"), 5, "m"), WrongTypeError, ["5"]),
+    ("pool_tensor_1d reduce_fn an int", lambda e: nm.pool_tensor_1d(e.t("a:4;l:6"), "l", 4),
+     WrongTypeError, ["4"]),
+    ("pretty_print_counters of an int", lambda e: nm.pretty_print_counters(5), WrongTypeError,
+     ["5"]),
+    ("log_variable_sizes of an int", lambda e: nm.log_variable_sizes(5), WrongTypeError,
+     ["5"]),
+    ("is_subsequence of ints", lambda e: nm.is_subsequence(1, 2), WrongTypeError, ["1"]),
+    ("mesh.run of a non-function", lambda e: e.m.run(5), WrongTypeError, ["5"]),
+    ("mesh.run function flag a string", lambda e: e.m.run(lambda: 1, function="yes"),
+     WrongTypeError, ["'yes'"]),
+    ("tensor_layout of None", lambda e: e.m.tensor_layout(None), ShapeError, ["None"]),
+    ("trace count of a misspelt kind", lambda e: nm.CollectiveTrace().count("all_too_all"),
+     ConfigError, ["'all_too_all'", "all_to_all"]),
+    ("explain of a layer name", lambda e: _explain("MoE2D", X2), WrongTypeError, ["'MoE2D'"]),
+    ("explain of a bad input shape", lambda e: _explain(moe2(), "x"), ShapeError, ["'x'"]),
+    ("render in an unknown format", lambda e: _render("yaml"), ConfigError, ["'yaml'"]),
+    ("reciprocal of integers", lambda e: nm.reciprocal(e.t("a:2", np.int32)), WrongTypeError,
+     ["int32"]),
+    ("cumsum of bools", lambda e: nm.cumsum(e.b("a:2"), "a"), WrongTypeError, ["bool"]),
+    ("one_hot dtype misspelt", lambda e: nm.one_hot(e.t("a:2", np.int32), "e:3", dtype="x"),
+     WrongTypeError, ["'x'"]),
 
     # -- MoE configuration numbers -------------------------------------------------------------
 ] + [
