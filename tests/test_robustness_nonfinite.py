@@ -35,12 +35,14 @@ def _layer(call, hparams, data, **options):
     return layer
 
 
-def _run(name, executor="placement", **options):
-    """(y, loss, {grad name: array}, first-level stats) of ``reduce_sum(y * r) + loss``."""
+def _run(name, executor="placement", mesh_shape=None, layout=None, **options):
+    """(y, loss, {grad name: array}, first-level stats) of ``reduce_sum(y * r) + loss``
+    (on the case's mesh unless ``mesh_shape`` / ``layout`` say otherwise)."""
     data, call, hparams, _ = _load(name)
     layer = _layer(call, hparams, data, **options)
-    n = nm.convert_to_shape(call["mesh_shape"]).size
-    mesh = nm.Mesh(call["mesh_shape"], call["layout"],
+    mesh_shape = mesh_shape or call["mesh_shape"]
+    n = nm.convert_to_shape(mesh_shape).size
+    mesh = nm.Mesh(mesh_shape, layout or call["layout"],
                    strategy=strategy(n) if executor == "strategy" else None)
     shape = nm.convert_to_shape(call["input_shape"])
     layer.build(shape, mesh)
@@ -125,6 +127,17 @@ def test_mask_under_tf_distribute():
     np.testing.assert_allclose(loss, data["loss_padded"], atol=ATOL, rtol=0)
     np.testing.assert_allclose(grads["wi/kernel"], data["grad/wi/kernel"], atol=ATOL, rtol=0)
     assert count == 1
+
+
+def test_mask_with_d_model_split_over_the_mesh():
+    """A split d_model: the flags come from a sum over the mesh (one all-reduce)."""
+    data = _load("v1_top2_nan")[0]
+    with nm.trace_collectives() as trace:
+        y, loss, grads, count = _run("v1_top2_nan", mesh_shape="b0:2;b1:2",
+                                     layout="batch:b0;experts:b0;d_model:b1")
+    np.testing.assert_allclose(y, data["y_padded"], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(loss, data["loss_padded"], atol=ATOL, rtol=0)
+    assert count == 1 and trace.count("all_reduce") > 0
 
 
 def test_masking_changes_nothing_without_bad_tokens():
