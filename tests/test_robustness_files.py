@@ -222,7 +222,8 @@ CASES = [
         t, "bert_enc.json", b'{"hidden_size": 8, "x": "\xfe"}')), FileError,
      ["bert_enc.json", "not UTF-8"]),
     ("mtf BERT size a string", lambda t: P.read_mtf_bert(write(
-        t, "bert.json", '{"hidden_size": "x"}')), ConfigError, ["bert.json:1", "hidden_size", "'x'"]),
+        t, "bert.json", '{"hidden_size": "x"}')), ConfigError,
+     ["bert.json:1", "hidden_size", "'x'"]),
     ("mtf BERT size zero", lambda t: P.read_mtf_bert(write(
         t, "bert0.json", '{"num_hidden_layers": 0}')), ConfigError,
      ["bert0.json:1", "num_hidden_layers", "0"]),

@@ -293,10 +293,14 @@ def read_mtf_bert(path: str, mesh_shape: Optional[str] = None, layout: Optional[
             if not (value is None and key in optional_ints) and (
                     not isinstance(value, kinds) or (kind is not bool and isinstance(value, bool))
                     or (kind is int and value < 1)):
-                raise ConfigError("%s: %s = %r: expected %s" % (
-                    cfg.source(original), original, value,
-                    {int: "a positive integer", float: "a number", str: "a string",
-                     bool: "true or false"}[kind] + (" or a list" if kinds == (str, list) else "") + (" or null" if key in optional_ints else "")))
+                expected = {int: "a positive integer", float: "a number", str: "a string",
+                            bool: "true or false"}[kind]
+                if kinds == (str, list):
+                    expected += " or a list"
+                if key in optional_ints:
+                    expected += " or null"
+                raise ConfigError("%s: %s = %r: expected %s"
+                                  % (cfg.source(original), original, value, expected))
             p.values.append(ReadValue(key, value, cfg.source(original)))
             return value
         p.values.append(ReadValue(key, defaults[key], None, "mtf BertConfig default"))
