@@ -38,6 +38,26 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
 
 
+def check_out_dir(out: str) -> str:
+    """``--out`` as a directory the demo can write ``demo.png`` into, created if missing.
+    Tried for real (a file is created and removed): permission bits do not bind root, but a
+    path under a regular file or a read-only filesystem still refuses."""
+    import tempfile
+    from namedmesh.cli.main import UsageError
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError("--out %r is a file, not a directory" % out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise UsageError("--out %r cannot be written: %s" % (out, e.strerror or e)) from None
+    if os.path.isdir(os.path.join(out, "demo.png")):
+        raise UsageError("--out %r: %r is a directory, so demo.png cannot be written there"
+                         % (out, os.path.join(out, "demo.png")))
+    return out
+
+
 def run_demo(args) -> int:
     from namedmesh.cli.main import UsageError
     if args.steps < 1:
@@ -64,6 +84,7 @@ def run_demo(args) -> int:
         raise UsageError("%s: the demo trains a language model (a Unitransformer); the config "
                          "describes %s" % (" ".join(configs), spec.kind if spec else
                                            "no whole model (%s)" % "; ".join(ported.reports)))
+    check_out_dir(args.out)   # before any training: a bad --out must not cost the run
     default_devices(max(size, 2))  # before TensorFlow starts
 
     import tensorflow as tf

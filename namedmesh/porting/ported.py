@@ -78,6 +78,9 @@ class PortedLayer:
 
     def build(self):
         from namedmesh import moe
+        if self.kind not in ("MoE1D", "MoE2D"):
+            raise ConfigError("PortedLayer %s: kind must be 'MoE1D' or 'MoE2D', got %r"
+                              % (self.scope or "<root>", self.kind))
         return getattr(moe, self.kind)(**self.kwargs)
 
     @property
