@@ -7,6 +7,7 @@ takes the ``Env`` fixture (meshes, a tensor factory).  The files and the command
 their own tables (test_robustness_files.py, test_robustness_cli.py).
 """
 import math
+import os
 
 import numpy as np
 import pytest
@@ -103,6 +104,27 @@ def _built_then_other_d_model(e):
     layer = moe1()
     layer(e.t(X1))
     return layer(e.t("batch:2;length:4;d_model:6"))
+
+
+_MODEL = {}
+
+
+def lm():
+    """A tiny language model of mtf's lm_moe.gin (built once; its variables are made lazily)."""
+    if "lm" not in _MODEL:
+        gin = os.path.join(os.path.dirname(__file__), "data", "models", "gin") + os.sep
+        config = nm.porting.read_gin([gin + "mtf/defaults.gin", gin + "mtf/lm_moe.gin",
+                                      gin + "cases/ckpt_lm_moe.gin"])
+        _MODEL["lm"] = (config, config.build_model(vocab_size=32))
+    return _MODEL["lm"][1]
+
+
+def lm_config():
+    lm()
+    return _MODEL["lm"][0]
+
+
+IDS = np.ones([2, 8], np.int32)
 
 
 CASES = [
@@ -749,6 +771,41 @@ CASES = [
      ConfigError, ["'wi/kernel'", "missing"]),
     ("save an unbuilt layer", lambda e: nm.porting.save_layer_to_checkpoint(moe1(), "/tmp/x"),
      ConfigError, ["MoE1D", "no variables"]),
+
+    # whole transformer models (namedmesh.transformer)
+    ("model features not a dict", lambda e: lm()(e.m, IDS), WrongTypeError,
+     ["features", "dict", "ndarray"]),
+    ("model unknown feature", lambda e: lm()(e.m, {"targets": IDS, "bogus": IDS}), ConfigError,
+     ["'bogus'"]),
+    ("model missing targets", lambda e: lm()(e.m, {"inputs": IDS}), ConfigError,
+     ["'targets'", "missing"]),
+    ("model float ids", lambda e: lm()(e.m, {"targets": IDS.astype(np.float32)}), ShapeError,
+     ["'targets'", "float32"]),
+    ("model 1-D ids", lambda e: lm()(e.m, {"targets": IDS[0]}), ShapeError, ["2-D", "1 dims"]),
+    ("model id beyond the vocabulary", lambda e: lm()(e.m, {"targets": IDS * 500}), ConfigError,
+     ["'targets'", "500", "[0, 128)"]),
+    ("model negative id", lambda e: lm()(e.m, {"targets": -IDS}), ConfigError,
+     ["'targets'", "-1"]),
+    ("model bad mode", lambda e: lm()(e.m, {"targets": IDS}, mode="training"), ConfigError,
+     ["'training'"]),
+    ("model longer than max_length", lambda e: lm()(e.m, {"targets": np.ones([2, 40], np.int32)}),
+     ShapeError, ["40", "max_length"]),
+    ("model mesh given as a string", lambda e: lm()("b0:2", {"targets": IDS}), WrongTypeError,
+     ["'b0:2'"]),
+    ("model decode float prompts", lambda e: lm().decode(e.m, IDS.astype(np.float32)),
+     ShapeError, ["'prompts'", "float32"]),
+    ("model decode negative temperature", lambda e: lm().decode(e.m, IDS, temperature=-1.0),
+     ConfigError, ["temperature", "-1.0"]),
+    ("model missing checkpoint", lambda e: lm().load_checkpoint("/nonexistent/model.ckpt"),
+     ConfigError, ["'/nonexistent/model.ckpt'"]),
+    ("model checkpoint of another model",
+     lambda e: lm().load_checkpoint(os.path.join(
+         os.path.dirname(__file__), "data", "models", "ckpt_bi_moe", "model.ckpt-20")), ConfigError,
+     ["does not match", "transformer/embedding"]),
+    ("build_model vocab 0", lambda e: lm_config().build_model(vocab_size=0), ConfigError,
+     ["vocab", "0"]),
+    ("build_model vocab as a string", lambda e: lm_config().build_model(vocab_size="32"),
+     ConfigError, ["'32'"]),
 ]
 
 

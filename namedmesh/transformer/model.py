@@ -24,9 +24,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from namedmesh.core.checks import check_number
 from namedmesh.core.dims import Dimension, Shape
 from namedmesh.core.tensor import Tensor, import_tf_tensor
-from namedmesh.errors import ConfigError, ShapeError
+from namedmesh.errors import ConfigError, ShapeError, WrongTypeError
 from namedmesh.layers.variables import variance_scaling_initializer
 from namedmesh.transformer.bitransformer import Bitransformer
 from namedmesh.transformer.context import EVAL, check_mode
@@ -81,6 +82,32 @@ def import_ids(mesh, key: str, value, batch_dims=None) -> Tensor:
     shape = Shape([Dimension(n, s) for n, s in zip(names, sizes[:-1])]
                   + [Dimension("length", sizes[-1])])
     return import_tf_tensor(mesh, value, shape)
+
+
+def check_ids_in_vocab(key: str, value, vocab: Optional[Dimension]):
+    """``value`` unchanged if every id is in ``[0, vocab.size)``: a ConfigError naming the
+    feature and the first bad id for a concrete value, a runtime assertion (the same
+    words) for a symbolic one.  An id outside the embedding would otherwise look up
+    nothing and silently give a zero vector."""
+    if vocab is None or value is None or isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray) or (tf.is_tensor(value) and hasattr(value, "numpy")):
+        ids = np.asarray(value)
+        if ids.size and np.issubdtype(ids.dtype, np.integer):
+            bad = ids[(ids < 0) | (ids >= vocab.size)]
+            if bad.size:
+                raise ConfigError("feature %r holds id %d, outside the vocabulary [0, %d) "
+                                  "(%d ids out of range)" % (key, int(bad.flat[0]), vocab.size,
+                                                            bad.size))
+        return value
+    value = tf.convert_to_tensor(value)
+    if not value.dtype.is_integer:
+        return value   # import_ids names the dtype
+    message = "feature %r holds an id outside the vocabulary [0, %d)" % (key, vocab.size)
+    with tf.control_dependencies([
+            tf.debugging.assert_non_negative(value, message=message),
+            tf.debugging.assert_less(value, tf.cast(vocab.size, value.dtype), message=message)]):
+        return tf.identity(value)
 
 
 def _seed_of(seed: int, name: str) -> int:
@@ -228,7 +255,20 @@ class TransformerModel:
         return self
 
     # -- running ----------------------------------------------------------------------------
+    def _vocab_of_feature(self, key: str) -> Optional[Dimension]:
+        """The (padded) vocabulary a feature's ids index, None for non-id features."""
+        if key == "inputs" and self.is_bitransformer:
+            return self.network.encoder.input_vocab_dim
+        if key in ("inputs", "targets"):
+            return self.unitransformers[-1].input_vocab_dim
+        return None
+
     def _import_features(self, mesh, features, batch_dims):
+        if not isinstance(features, dict):
+            raise WrongTypeError("%s features: expected a dict {feature name: ids}, e.g. "
+                                 "{'targets': ids}, got %s" % (self.kind, type(features).__name__))
+        features = {key: check_ids_in_vocab(key, value, self._vocab_of_feature(key))
+                    for key, value in features.items()}
         allowed = BI_FEATURES if self.is_bitransformer else LM_FEATURES
         unknown = sorted(k for k in features if k not in allowed)
         if unknown:
@@ -285,6 +325,8 @@ class TransformerModel:
         """Greedy (temperature 0) or sampled decoding.  Language model: ``ids`` are the
         prompts ``[batch..., length]`` (prompt, then zeros to fill); Bitransformer: the
         encoder inputs.  Returns the int32 tokens as a named Tensor."""
+        if not tf.is_tensor(temperature):
+            check_number(temperature, "decode: temperature", minimum=0)
         ids = import_ids(mesh, "inputs" if self.is_bitransformer else "prompts", ids, batch_dims)
         if self.is_bitransformer:
             return self.network.decode(ids, temperature=temperature, seed=seed, **kwargs)
