@@ -23,10 +23,11 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from namedmesh.core.checks import as_dtype, check_seed
 from namedmesh.core.control import register_context_capture
 from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.core.tensor import Tensor, import_tf_tensor
-from namedmesh.errors import ConfigError, ShapeError
+from namedmesh.errors import ConfigError, ShapeError, WrongTypeError
 
 Initializer = Callable[[Shape, tf.DType, int], tf.Tensor]
 
@@ -126,6 +127,27 @@ def as_initializer(init, what: str = "initializer") -> Optional[Initializer]:
     return adapted
 
 
+def checked_array(name, value, op: str) -> np.ndarray:
+    """``value`` as a NumPy array of numbers, for the variable ``name``: strings, objects
+    and ragged lists are errors naming the variable, and so are NaN and infinity (a
+    diverged checkpoint would otherwise load and poison every output)."""
+    if not isinstance(name, str) or not name:
+        raise WrongTypeError("%s: variable names must be non-empty strings, got %r" % (op, name))
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise WrongTypeError("%s: the value for variable %r is not an array: %s"
+                             % (op, name, str(e).splitlines()[0])) from None
+    if array.dtype.kind not in "biuf":
+        raise WrongTypeError("%s: the value for variable %r has dtype %s; expected numbers"
+                             % (op, name, array.dtype))
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ConfigError("%s: the value for variable %r holds %d NaN or infinite value(s) of "
+                          "%d" % (op, name, bad, array.size))
+    return array
+
+
 _DEFAULT_STORES = []
 _ALL_STORES = weakref.WeakSet()
 
@@ -158,15 +180,17 @@ def variable_dtypes(variable_dtype=None, master_dtype=None, activation_dtype=Non
     with ``master_dtype`` and ``activation_dtype`` (mtf's ``VariableDType``).
     The master dtype defaults to float32, the activation dtype to ``activation_dtype``.
     """
-    master = tf.as_dtype(master_dtype or tf.float32)
-    activation = tf.as_dtype(activation_dtype) if activation_dtype is not None else None
+    master = as_dtype(master_dtype or tf.float32, "variables", "master_dtype")
+    activation = as_dtype(activation_dtype, "variables", "activation_dtype") \
+        if activation_dtype is not None else None
     if variable_dtype is not None:
         if hasattr(variable_dtype, "master_dtype"):
-            master = tf.as_dtype(variable_dtype.master_dtype)
+            master = as_dtype(variable_dtype.master_dtype, "variables", "master_dtype")
             if getattr(variable_dtype, "activation_dtype", None) is not None:
-                activation = tf.as_dtype(variable_dtype.activation_dtype)
+                activation = as_dtype(variable_dtype.activation_dtype, "variables",
+                                      "activation_dtype")
         else:
-            master = tf.as_dtype(variable_dtype)
+            master = as_dtype(variable_dtype, "variables", "variable_dtype")
     return master, activation
 
 
@@ -220,8 +244,10 @@ class VariableStore(tf.Module):
 
     def __init__(self, seed: int = 0, values: Optional[Dict[str, np.ndarray]] = None,
                  variable_factory: Optional[VariableFactory] = None, name: str = "store"):
+        if seed is None or isinstance(seed, (tf.Tensor, tf.Variable)):
+            raise WrongTypeError("VariableStore: seed must be a Python integer, got %r" % (seed,))
         super().__init__(name=name)
-        self.seed = seed
+        self.seed = int(check_seed(seed, "VariableStore"))
         self.variable_factory = variable_factory or default_variable_factory
         self._variables: Dict[str, tf.Variable] = {}   # tracked: checkpoint keys by mtf name
         self._shapes: Dict[str, Shape] = {}
@@ -260,8 +286,11 @@ class VariableStore(tf.Module):
     def load_values(self, values: Dict[str, np.ndarray]):
         """Set variables by mtf name: existing ones are assigned (shapes must agree),
         the others take these values when they are created."""
+        if not isinstance(values, dict):
+            raise WrongTypeError("load_values expects {mtf_name: array}, got %s"
+                                 % type(values).__name__)
         for name, value in values.items():
-            value = np.asarray(value)
+            value = checked_array(name, value, "load_values")
             var = self._variables.get(name)
             if var is None:
                 self._pending[name] = value
