@@ -75,3 +75,11 @@ range = mtf_range  # noqa: A001 - mtf's public name is mtf.range
 slice = mtf_slice  # noqa: A001 - mtf's public name is mtf.slice
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``namedmesh.keras`` and ``namedmesh.plain`` load on first use (Keras is a large import)."""
+    if name in ("keras", "plain"):
+        import importlib
+        return importlib.import_module("namedmesh." + name)
+    raise AttributeError("module 'namedmesh' has no attribute %r" % (name,))

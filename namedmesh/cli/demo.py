@@ -104,7 +104,10 @@ def run_demo(args) -> int:
     strategy = None
     if args.executor == "strategy":
         strategy = tf.distribute.MirroredStrategy(["/cpu:%d" % i for i in range(size)])
-    mesh = ported.build_mesh(strategy=strategy) if strategy else ported.build_mesh()
+    # no collective timeout while training: TensorFlow holds a thread per collective
+    # execution for the whole timeout (docs/distributed.md)
+    mesh = ported.build_mesh(strategy=strategy, collective_timeout=None) if strategy else \
+        ported.build_mesh()
     model = ported.build_model(vocab_size=vocab, seed=args.seed)
 
     print("== 1. the legacy config, ported: %s" % " ".join([DEFAULTS] + configs))

@@ -282,7 +282,8 @@ class CollectiveReplicaImpl(ReplicaImpl):
         token = self._tokens[str(pmap.devices[rid])]
         args = dict(group_size=len(group), group_key=keys.group_key,
                     instance_key=keys.instance_key, ordering_token=[token.handle],
-                    timeout_seconds=float(self.mesh.collective_timeout), name=keys.op_name)
+                    timeout_seconds=float(self.mesh.collective_timeout or 0.0),
+                    name=keys.op_name)
         return args, pmap.rank_order(group)
 
     def _raw_sum(self, v, mesh_axes):

@@ -61,7 +61,9 @@ class Mesh:
         ``mesh.processor_map`` and docs/distributed.md.
       collective_timeout: seconds a tf.distribute collective waits for the rest
         of its group before failing with a ``CollectiveError`` (default
-        ``DEFAULT_COLLECTIVE_TIMEOUT``, 600).
+        ``DEFAULT_COLLECTIVE_TIMEOUT``, 600).  ``None``: no timeout.  TensorFlow
+        keeps one sleeping thread per collective *execution* for the whole
+        timeout, so long training loops need ``None`` (see docs/distributed.md).
       alltoall_in_bfloat16: send float32 all-to-alls as bfloat16 and cast back, as mtf
         does on TPU (simd_mesh_impl.py ``alltoall``): for exact parity with mtf runs on
         TPU.  Lossy (8 mantissa bits), so off by default.
@@ -72,7 +74,7 @@ class Mesh:
 
     def __init__(self, mesh_shape="", layout="", devices: Optional[Sequence[str]] = None,
                  strategy=None, name: str = "mesh", logical_to_physical=None,
-                 collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT,
+                 collective_timeout: Optional[float] = DEFAULT_COLLECTIVE_TIMEOUT,
                  alltoall_in_bfloat16: bool = False):
         self.shape: Shape = parse_mesh_shape(mesh_shape)
         self.alltoall_in_bfloat16 = bool(alltoall_in_bfloat16)
@@ -102,12 +104,13 @@ class Mesh:
                                     not isinstance(devices, (list, tuple))):
             raise MeshError("devices must be a list of device names, one per processor, got %r"
                             % (devices,))
-        if isinstance(collective_timeout, bool) or \
-                not isinstance(collective_timeout, numbers.Real) or not collective_timeout > 0 \
-                or not math.isfinite(collective_timeout):
-            raise MeshError("collective_timeout must be a positive number of seconds (finite), "
-                            "got %r" % (collective_timeout,))
-        self.collective_timeout = float(collective_timeout)
+        if collective_timeout is not None and (
+                isinstance(collective_timeout, bool) or
+                not isinstance(collective_timeout, numbers.Real) or not collective_timeout > 0
+                or not math.isfinite(collective_timeout)):
+            raise MeshError("collective_timeout must be a positive number of seconds (finite) or "
+                            "None (no timeout), got %r" % (collective_timeout,))
+        self.collective_timeout = None if collective_timeout is None else float(collective_timeout)
         self.logical_to_physical = logical_to_physical
         self.strategy = strategy
         self._functions = {}

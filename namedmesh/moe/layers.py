@@ -45,33 +45,48 @@ ACTIVATION_FNS = {"relu": ew.relu, "gelu": ew.gelu, "sigmoid": ew.sigmoid, "tanh
                   "square": ew.square, "linear": None, None: None}
 
 
-class _MoELayer:
+class _MoELayer(tf.Module):
+    """Common part of the MoE layers.  A ``tf.Module``: its variables (``layer.variables``,
+    ``layer.trainable_variables``) are tracked, so ``tf.train.Checkpoint(layer=layer)``
+    saves them and ``tf.saved_model.save`` exports them (see ``namedmesh.serving``)."""
+
     config_cls = None
     layer_name = ""
+    # plain Python state a tf.Module must not wrap for tracking (numpy arrays, results)
+    _UNTRACKED = frozenset(["config", "_loaded", "_built_dims", "last_stats",
+                            "counts_steps"])
 
-    def __init__(self, **kwargs):
+    def __init__(self, name: Optional[str] = None, variable_factory=None, **kwargs):
         known = [f for f in self.config_cls.__dataclass_fields__]
         unknown = sorted(k for k in kwargs if k not in known)
         if unknown:
             raise ConfigError("%s: unknown keyword %s (known: %s)"
                               % (self.layer_name, ", ".join(repr(k) for k in unknown),
                                  ", ".join(known)))
-        self._setup(self.config_cls(**kwargs))
+        self._setup(self.config_cls(**kwargs), name, variable_factory)
 
-    def _setup(self, config):
+    def _setup(self, config, name=None, variable_factory=None):
+        tf.Module.__init__(self, name=name or self.layer_name.lower())
         self.config = config
-        self.store = VariableStore(seed=0)
+        self.store = VariableStore(seed=0, variable_factory=variable_factory)
         self._loaded: Optional[Dict[str, np.ndarray]] = None
         self._built_dims = None
         self._built_strategy = None
         self._step = None
+        self.counts_steps = True   # keep a step counter for the random policies' seeds
         self.last_stats: Optional[MoEStats] = None
 
+    def __setattr__(self, name, value):
+        if name in self._UNTRACKED:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     @classmethod
-    def from_hparams(cls, hparams):
+    def from_hparams(cls, hparams, name: Optional[str] = None, variable_factory=None):
         """The layer from mtf hparams (a dict or attribute object with ``moe_*`` names)."""
         layer = cls.__new__(cls)
-        layer._setup(cls.config_cls.from_hparams(hparams))
+        layer._setup(cls.config_cls.from_hparams(hparams), name, variable_factory)
         return layer
 
     def __repr__(self):
@@ -117,7 +132,7 @@ class _MoELayer:
                 init = variance_scaling_initializer([Dimension("fan_in", fan_in)])
                 value = self._loaded.get(name) if self._loaded is not None else None
                 self.store.create(name, shape, initializer=init, value=value)
-            if strategy is None:
+            if strategy is None and self.counts_steps:
                 with tf.init_scope():
                     self._step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                              name="moe_step")
@@ -131,6 +146,7 @@ class _MoELayer:
 
     @property
     def trainable_variables(self):
+        """The weights in creation order (mtf's order of ``variable_shapes``)."""
         return self.store.trainable_variables
 
     def load_mtf_variables(self, arrays: Dict[str, np.ndarray]):
