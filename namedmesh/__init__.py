@@ -55,7 +55,7 @@ from namedmesh.core.topk import (nth_largest_element, nth_smallest_element,
                                  sample_with_temperature, top_k)
 from namedmesh.core.tensor import (Tensor, export_to_tf_tensor, import_fully_replicated,
                                    import_laid_out_tensor, import_tf_tensor)
-from namedmesh.errors import (CollectiveError, ConfigError, LayoutError, MeshError,
+from namedmesh.errors import (CollectiveError, ConfigError, FileError, LayoutError, MeshError,
                               NamedMeshError, ShapeError, WrongTypeError)
 from namedmesh.layers import VariableStore, dense
 from namedmesh.lowering.device_check import check_collectives
@@ -75,3 +75,11 @@ range = mtf_range  # noqa: A001 - mtf's public name is mtf.range
 slice = mtf_slice  # noqa: A001 - mtf's public name is mtf.slice
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``namedmesh.keras`` and ``namedmesh.plain`` load on first use (Keras is a large import)."""
+    if name in ("keras", "plain"):
+        import importlib
+        return importlib.import_module("namedmesh." + name)
+    raise AttributeError("module 'namedmesh' has no attribute %r" % (name,))

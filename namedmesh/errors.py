@@ -35,3 +35,9 @@ class WrongTypeError(NamedMeshError, TypeError):
     """A value of the wrong kind: not a namedmesh Tensor, a float where an integer
     dtype is needed, operands of different dtypes.  It is both a ``ValueError``
     (what mtf raises for these) and a ``TypeError`` (what Python code expects)."""
+
+
+class FileError(ConfigError):
+    """A file cannot be read or written: missing, a directory where a file is expected, not
+    text in UTF-8, truncated or corrupt (a checkpoint's index or data part), or a directory to
+    save into that does not exist or cannot be written.  The message names the path."""

@@ -1,4 +1,5 @@
-"""The demo: its pieces in-process, and the command end to end with a few steps."""
+"""The demo: mtf's lm_moe.gin language model ported, trained, checked; its pieces in-process on a
+smaller config of the same files, and the command end to end with a few steps."""
 import os
 import subprocess
 import sys
@@ -7,82 +8,121 @@ import numpy as np
 import pytest
 
 import namedmesh as nm
+from namedmesh.cli.demo import DEFAULT_CONFIG, DEFAULTS
+from namedmesh.cli.main import main
 from namedmesh.demo.corpus import Corpus
-from namedmesh.demo.model import CharMoELM
-from namedmesh.demo.report import expert_load_table, mesh_matches_single_device, write_png
-from namedmesh.demo.train import train
+from namedmesh.demo.report import (continue_prompts, expert_load_table,
+                                   mesh_matches_single_device, write_png)
+from namedmesh.demo.train import FIRST_ID, char_rows, train
+from helpers import strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALLER = ["num_layers = 1", "d_model = 16", "d_ff = 32", "num_heads = 2", "d_kv = 8",
+           "MoE1D.num_experts = 4", "MoE1D.hidden_size = 16", "MoE1D.group_size = 32"]
 
 
 def test_corpus_is_generated_and_deterministic():
     a, b = Corpus(num_sentences=50, seed=1), Corpus(num_sentences=50, seed=1)
     assert a.text == b.text and a.vocab_size < 40
-    windows, targets = a.batch(np.random.RandomState(0), (2, 3), context=4)
-    assert windows.shape == (2, 3, 4) and targets.shape == (2, 3)
-    # the window ends with the character before the target
-    flat = a.text
-    w, t = windows.reshape(-1, 4)[0], targets.reshape(-1)[0]
-    assert a.decode(list(w) + [t]) in flat
+    rows = char_rows(a, np.random.RandomState(0), [2, 3], 8)
+    assert rows.shape == (2, 3, 8) and rows.min() >= FIRST_ID
+    assert a.decode(list(rows[1, 2] - FIRST_ID)) in a.text
+
+
+def test_the_packaged_config_is_lm_moe_gin_scaled_down():
+    """mtf's files are unchanged copies; the stack is lm_moe.gin's, the sizes demo_small.gin's."""
+    for name in ("defaults.gin", "lm_moe.gin"):
+        with open(os.path.join(ROOT, "namedmesh", "demo", "data", name), "rb") as f, \
+                open(os.path.join(ROOT, "tests", "data", "models", "gin", "mtf", name), "rb") as g:
+            assert f.read() == g.read(), name
+    ported = nm.porting.read_gin([DEFAULTS] + DEFAULT_CONFIG)
+    stack = ported.model.decoder.layer_stack
+    assert [l.kind for l in stack.layers] == ["SelfAttention", "MoE1D", "SelfAttention",
+                                              "DenseReluDense"] * 2
+    assert ported.mesh_shape == "batch:2;model:4" and "experts:batch" in ported.layout
+    assert stack.layers[1].config.second_policy_train == "random"   # MoE1D's, as lm_moe runs it
+
+
+def _small(mesh_shape):
+    ported = nm.porting.read_gin([DEFAULTS] + DEFAULT_CONFIG, SMALLER, mesh=mesh_shape)
+    return ported, ported.build_model(vocab_size=Corpus(num_sentences=300).vocab_size + 2)
 
 
 def test_training_pieces_on_a_small_mesh(tmp_path):
-    mesh = nm.Mesh("b0:2;b1:2", "outer_batch:b0;batch:b1;expert_x:b1;expert_y:b0")
-    layers = [nm.moe.MoE2D(expert_x=2, expert_y=2, hidden_size=16, group_size=16,
-                           second_policy_train="random", min_expert_capacity=2)]
+    ported, model = _small("batch:2;model:2")
+    mesh = ported.build_mesh()
     corpus = Corpus(num_sentences=300)
-    model = CharMoELM(corpus.vocab_size, 16, context=3, moe_layers=layers)
-    positions = "outer_batch:2;batch:4;length:8"
-    history = train(model, mesh, corpus, positions, steps=25, learning_rate=1e-2,
-                    progress=False)
-    assert np.mean(history.loss[-5:]) < np.mean(history.loss[:5]) - 0.3
-    assert len(history.demand) == 25 and history.demand[0].shape == (4,)
-    table = expert_load_table(history, 2, 2)
-    assert "x=1, y=1" in table and "demand" in table
-    png = write_png(history, str(tmp_path / "demo.png"), 2, 2)
+    history = train(model, mesh, corpus, [8], 16, steps=30, learning_rate=1e-2, progress=False)
+    assert np.mean(history.loss[-5:]) < np.mean(history.loss[:5]) - 0.5
+    assert len(history.demand) == 30 and history.demand[0].shape == (4,)
+    assert history.moe_scope == "transformer/block_000/layer_001/MoE1D"
+    table = expert_load_table(history)
+    assert "expert 3" in table and "demand" in table
+    png = write_png(history, str(tmp_path / "demo.png"))
     assert os.path.getsize(png) > 10_000
-    diff, ok = mesh_matches_single_device(model, mesh, corpus, positions)
+    diff, ok = mesh_matches_single_device(model, mesh, corpus, [8], 16)
     assert ok and diff < 1e-4
+    texts = continue_prompts(model, corpus, ["the cat "], 16)
+    assert len(texts[0]) == 16 and texts[0].startswith("the cat ")
 
 
-def _demo(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "namedmesh", "demo", *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+def test_strategy_executor_trains_like_placement():
+    """The same steps (data, seeds, random second-place policy) on MirroredStrategy and on
+    the placement executor give the same losses."""
+    corpus = Corpus(num_sentences=300)
+    losses = []
+    for executor in ("placement", "strategy"):
+        ported, model = _small("batch:2;model:2")
+        mesh = ported.build_mesh(strategy=strategy(4)) if executor == "strategy" \
+            else ported.build_mesh()
+        losses.append(train(model, mesh, corpus, [8], 16, steps=3, progress=False).loss)
+    np.testing.assert_allclose(losses[1], losses[0], atol=1e-4)
 
 
 def test_demo_command_end_to_end(tmp_path):
-    out = _demo("--steps", "8", "--out", str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "namedmesh", "demo", "--steps", "8", "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for expected in ("== 1. the legacy config, ported", "nm.moe.MoE2D", "all-to-all to expert_y",
+    for expected in ("== 1. the legacy config, ported", "lm_moe.gin", "8 layers in 2 blocks",
+                     "block_001/layer_001          MoE1D", "all-to-all",
                      "== 2. training", "step    8/8", "loss fell from", "== 3. expert load",
-                     "== 4.", "OK, they agree"):
+                     "expert 7", "== 4.", "OK, they agree", "== 5.", "'the cat '",
+                     "model.ckpt-8 (37 variables"):
         assert expected in text, expected
     png = tmp_path / "demo.png"
     image = __import__("matplotlib.image", fromlist=["imread"]).imread(str(png))
     height, width = image.shape[:2]
     left, right = image[:, : width // 2], image[:, width // 2:]
     assert left.std() > 0.05 and right.std() > 0.05  # both panels have content
+    # the checkpoint it wrote is read back by name
+    ported = nm.porting.read_gin([DEFAULTS] + DEFAULT_CONFIG)
+    model = ported.build_model(vocab_size=27)
+    model.load_checkpoint(str(tmp_path))
+    assert len(model.variables()) == 37
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--mesh", "b0:3"], ["'b0:3'", "3 processors", "8 logical CPU devices"]),
+    (["--mesh", "batch:3"], ["'batch:3'", "3 processors", "8 logical CPU devices"]),
     (["--config", "/nonexistent/legacy.gin"], ["cannot read config", "/nonexistent/legacy.gin"]),
     (["--steps", "0"], ["--steps"]),
     (["--executor", "gpu"], ["gpu"]),
+    (["--config", DEFAULT_CONFIG[1]], ["trains a language model", "describes Bitransformer"]),
 ])
-def test_bad_options_are_one_line_exit_2(args, words):
-    out = _demo(*args, timeout=300)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+def test_bad_options_are_one_line_exit_2(args, words, capsys):
+    code = main(["demo"] + args)
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
     for w in words:
         assert w in lines[0]
 
 
-def test_unparsable_config_is_one_line(tmp_path):
+def test_unparsable_config_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.gin"
-    bad.write_text("MoE2D.expert_x = = 4\n")
-    out = _demo("--config", str(bad), timeout=300)
-    assert out.returncode == 2 and "bad.gin:1" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    bad.write_text("MoE1D.num_experts = = 4\n")
+    code = main(["demo", "--config", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.gin:1" in err
+    assert len(err.strip().splitlines()) == 1

@@ -138,3 +138,30 @@ def test_mismatched_program_fails_within_the_timeout(tmp_path):
         assert "timed out after 3 s" in message and "\n" not in message
         assert 3.0 <= float(got["seconds"]) < 20.0
         assert "aborted after an earlier failure" in str(got["again"])
+
+
+def test_two_workers_two_devices_keras_custom_loop(tmp_path):
+    """namedmesh.keras layers in a custom loop (strategy.run, Keras's compute_loss and
+    optimizer) under MultiWorkerMirroredStrategy, 2 workers x 2 devices, each replica on
+    its own shard: per-step losses and trained weights equal one process, one device."""
+    from namedmesh.keras.example import ToyTask, build_model
+    from workers.scenarios import KERAS_STEPS
+    results, _ = launch(tmp_path, "keras_loop", workers=2, cpus=2)
+    task = ToyTask()
+    model = build_model(task)
+    model.optimizer.build(model.trainable_weights)
+
+    @tf.function(autograph=False)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x, y, model(x, training=True), training=True)
+        grads = tape.gradient(loss, model.trainable_weights)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_weights))
+        return loss
+
+    losses = [float(train_step(x, y)) for x, y in task.dataset(KERAS_STEPS)]
+    for i, got in enumerate(results):
+        np.testing.assert_allclose(got["losses"], losses, rtol=1e-5, err_msg="worker %d" % i)
+        for w in model.trainable_weights:
+            np.testing.assert_allclose(got["weight/" + w.path], w.numpy(), atol=1e-6,
+                                       err_msg="worker %d: %s" % (i, w.path))

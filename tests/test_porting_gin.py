@@ -309,9 +309,8 @@ def test_macros_scopes_references_and_inline_layer_specs(tmp_path):
 
 
 def test_fragments_port_their_layer_stacks(tmp_path):
-    # the demo's embedded config: a decoder stack of two MoE2D layers, one block
-    from namedmesh.cli.demo import DEFAULT_CONFIG
-    config = read_gin(DEFAULT_CONFIG)
+    # the earlier demo's config (now test data): a decoder stack of two MoE2D layers, one block
+    config = read_gin(os.path.join(os.path.dirname(CONFIGS), "gin", "namedmesh_moe2d_fragment.gin"))
     assert config.model is None
     assert [(l.kind, l.scope) for l in config.layers] == [
         ("MoE2D", "decoder/block_000/layer_000"), ("MoE2D", "decoder/block_000/layer_001")]

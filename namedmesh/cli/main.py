@@ -1,6 +1,7 @@
 """``namedmesh`` console command (also ``python -m namedmesh``).
 
-Bad input gives a one-line error on stderr and exit status 2, never a traceback.
+Bad input gives a one-line error on stderr and exit status 2, never a traceback
+(``--debug`` shows it); an unexpected failure gives one line and status 1.
 """
 
 import argparse
@@ -9,16 +10,23 @@ import json
 import os
 import sys
 
-
+COMMANDS = ("explain", "port", "run", "glossary", "demo", "check")
+DESCRIPTION = ("namedmesh: mesh-tensorflow's named dims, layouts and MoE layers on TensorFlow 2. "
+               "Explain, port, run, check and demo legacy mtf MoE configs and models.")
 
 
 class UsageError(Exception):
-    """A bad option or config: reported in one line, exit status 2."""
+    """A bad option or config: reported in one line, exit status 2.  ``prog`` is the
+    (sub)command it belongs to, e.g. ``namedmesh explain``."""
+
+    def __init__(self, message, prog=None):
+        super().__init__(message)
+        self.prog = prog
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise UsageError(message)
+        raise UsageError(message, self.prog)
 
 
 def parse_value(text: str):
@@ -40,11 +48,9 @@ def layer_from_args(args):
         kwargs[key.strip()] = parse_value(value.strip())
     layer_name = args.layer
     if args.hparams:
+        from namedmesh.porting.files import read_text_file
         try:
-            with open(args.hparams) as f:
-                hparams = json.load(f)
-        except OSError as e:
-            raise UsageError("cannot read hparams file %r: %s" % (args.hparams, e.strerror))
+            hparams = json.loads(read_text_file(args.hparams, "hparams file"))
         except json.JSONDecodeError as e:
             raise UsageError("hparams file %r is not JSON: %s" % (args.hparams, e))
         if layer_name is None:
@@ -76,6 +82,8 @@ def parse_t2t_overrides(text: str) -> dict:
     """tensor2tensor's ``--hparams='a=1,b=[4,4],c=relu'``: commas inside brackets stay."""
     out, depth, item = {}, 0, ""
     for ch in (text or "") + ",":
+        if depth < 0:
+            raise UsageError("--hparams %r: a closing bracket has no opening one" % text)
         if ch == "," and depth == 0:
             if item.strip():
                 if "=" not in item:
@@ -86,6 +94,8 @@ def parse_t2t_overrides(text: str) -> dict:
             continue
         depth += ch in "[(" and 1 or (-1 if ch in "])" else 0)
         item += ch
+    if depth != 0:
+        raise UsageError("--hparams %r: a bracket is never closed" % text)
     return out
 
 
@@ -109,6 +119,9 @@ def port_config_from_args(args):
                                             for p in [""] + search):
             raise UsageError("config file %r not found (searched . and %s)"
                              % (f, search or "no --gin_location_prefix"))
+    if args.tpu_topology is not None:
+        from namedmesh.porting.gin_reader import tpu_mesh_shape
+        tpu_mesh_shape(args.tpu_topology, 1, source="--tpu-topology")   # its form, early
     if gins:
         if args.t2t_model or args.hparams or args.gpt_neo_code:
             raise UsageError("--t2t-model, --hparams and --gpt-neo-code are for JSON configs")
@@ -161,9 +174,21 @@ def _cmd_check(args) -> int:
     return run_check(args)
 
 
+def _cmd_run(args) -> int:
+    from namedmesh.cli.run import run_model
+    return run_model(args)
+
+
+def _add_debug(parser, default):
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="on an error, show the Python traceback too")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="namedmesh", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(prog="namedmesh", description=DESCRIPTION)
+    _add_debug(parser, False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="{%s}" % ",".join(COMMANDS))
 
     ex = sub.add_parser("explain", help="the annotated MoE cheat sheet for a config, mesh and "
                                         "layout")
@@ -217,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     gl = sub.add_parser("glossary", help="print docs/glossary.md (the MoE dimension glossary)")
     gl.set_defaults(func=_cmd_glossary)
 
-    demo = sub.add_parser("demo", help="port, explain, train and check a legacy MoE2D config "
-                                       "(embedded default)")
+    demo = sub.add_parser("demo", help="port, explain, train and check mtf's lm_moe.gin MoE "
+                                       "language model (packaged, scaled down)")
     from namedmesh.cli.demo import add_arguments
     add_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
@@ -228,22 +253,75 @@ def build_parser() -> argparse.ArgumentParser:
     from namedmesh.cli.check import add_arguments as add_check_arguments
     add_check_arguments(check)
     check.set_defaults(func=_cmd_check)
+
+    run = sub.add_parser("run", help="load a legacy model's config and checkpoint; evaluate a "
+                                     "batch or decode prompts")
+    from namedmesh.cli.run import add_arguments as add_run_arguments
+    add_run_arguments(run)
+    run.set_defaults(func=_cmd_run)
+
+    for subparser in sub.choices.values():
+        _add_debug(subparser, argparse.SUPPRESS)   # --debug before or after the command
     return parser
 
 
+def _one_line(error) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def main(argv=None) -> int:
+    """Run one command; bad arguments and bad files exit 2 with one line on stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     parser = build_parser()
-    command = "?"
+    prog = "namedmesh"
     try:
         args = parser.parse_args(argv)
-        command = args.command
-        return args.func(args) or 0
+        prog = "namedmesh %s" % args.command
+        with _quiet_third_party_warnings():
+            return args.func(args) or 0
     except UsageError as e:
-        print("namedmesh %s: error: %s" % (command, e), file=sys.stderr)
+        if debug:
+            raise
+        if e.prog == "namedmesh":   # the top parser: name the command if one was given
+            e.prog = next(("namedmesh " + a for a in argv if a in COMMANDS), e.prog)
+        print("%s: error: %s" % (e.prog or prog, _one_line(e)), file=sys.stderr)
         return 2
-    except ValueError as e:  # namedmesh's errors name the offending value
-        print("namedmesh %s: error: %s" % (command, " ".join(str(e).split())), file=sys.stderr)
+    except (ValueError, OSError) as e:  # namedmesh's errors name the offending value
+        if debug:
+            raise
+        print("%s: error: %s" % (prog, _one_line(e)), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("%s: interrupted" % prog, file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback; --debug shows it
+        if debug:
+            raise
+        print("%s: internal error: %s: %s (run it again with --debug for the traceback, and "
+              "please report it)" % (prog, type(e).__name__, _one_line(e)), file=sys.stderr)
+        return 1
+
+
+def _quiet_third_party_warnings():
+    """Python warnings of other libraries (TensorFlow, Keras, NumPy, gin) stay out of the
+    command's output; namedmesh's own warnings (e.g. a LayoutWarning) are printed as one
+    ``namedmesh: warning:`` line each."""
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def scope():
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if category.__module__.split(".")[0] == "namedmesh":
+                    print("namedmesh: warning: %s" % _one_line(message), file=sys.stderr)
+
+            warnings.showwarning = show   # catch_warnings restores it
+            yield
+    return scope()
 
 
 if __name__ == "__main__":

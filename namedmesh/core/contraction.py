@@ -9,7 +9,8 @@ import string
 
 import tensorflow as tf
 
-from namedmesh.core.dims import Dimension, Shape, convert_to_shape
+from namedmesh.core.checks import check_number_tensor
+from namedmesh.core.dims import Dimension, Shape, convert_to_dimension, convert_to_shape
 from namedmesh.core.elementwise import broadcast, check_tensor, same_mesh
 from namedmesh.core.naming import named_op
 from namedmesh.core.tensor import Tensor
@@ -44,13 +45,18 @@ def einsum(xs, output_shape=None, reduced_dims=None, name=None) -> Tensor:
     in exactly one input (or all dims not in ``reduced_dims``), in order of
     appearance.  ``einsum([x[a, b], w[b, c]], "a:..;c:..")`` is a matmul.
     Summed dims that are split on the mesh cost one all-reduce.  Output dims
-    that no input has are broadcast (mtf's lowering does the same).
+    that no input has are broadcast, as mtf 0.1.21 computes them (its op table
+    case ``einsum_broadcast_new_dim``), although mtf's docstring forbids them.
     """
+    if isinstance(xs, Tensor) or not isinstance(xs, (list, tuple)):
+        raise WrongTypeError("einsum: xs must be a list of namedmesh.Tensors, got %s; write "
+                             "einsum([x, y], ...)" % type(xs).__name__)
     xs = list(xs)
     if not xs:
         raise ShapeError("einsum needs at least one input tensor")
     for x in xs:
         check_tensor(x, "einsum")
+        check_number_tensor(x, "einsum", "inputs")
     mesh = same_mesh(xs, "einsum")
     dtypes = {x.dtype for x in xs}
     if len(dtypes) > 1:
@@ -117,13 +123,15 @@ def _reduction_output_shape(x: Tensor, output_shape, reduced_dim, op: str) -> Sh
         dims = reduced_dim if isinstance(reduced_dim, (list, tuple)) and not (
             len(reduced_dim) == 2 and isinstance(reduced_dim[1], int)) else [reduced_dim]
         names = [_dim_name(d) for d in dims]
-        for n in names:
+        for n, d in zip(names, dims):
             if n not in x.shape:
                 raise ShapeError("%s: reduced dim %r is not a dim of the tensor %s"
                                  % (op, n, x.shape))
-            if isinstance(reduced_dim, Dimension) and x.shape[n].size != reduced_dim.size:
+            if isinstance(d, str) and ":" in d or isinstance(d, (list, tuple)):
+                d = convert_to_dimension(d)
+            if isinstance(d, Dimension) and x.shape[n].size != d.size:
                 raise ShapeError("%s: reduced dim %s has size %d in the tensor %s"
-                                 % (op, reduced_dim, x.shape[n].size, x.shape))
+                                 % (op, d, x.shape[n].size, x.shape))
         return x.shape - names
     for d in output_shape.dims:
         if d.name not in x.shape:
@@ -142,6 +150,7 @@ def _reduction_output_shape(x: Tensor, output_shape, reduced_dim, op: str) -> Sh
 
 def _reduce(x, output_shape, reduced_dim, reduction: str, op: str) -> Tensor:
     check_tensor(x, op)
+    check_number_tensor(x, op)
     out_shape = _reduction_output_shape(x, output_shape, reduced_dim, op)
     if out_shape == x.shape:
         return x  # nothing to reduce (mtf returns x too)

@@ -24,7 +24,7 @@ import tensorflow as tf
 from namedmesh.core.creation import zeros
 from namedmesh.core.elementwise import broadcast, check_tensor, same_mesh
 from namedmesh.core.tensor import Tensor
-from namedmesh.errors import MeshError, ShapeError
+from namedmesh.errors import MeshError, ShapeError, WrongTypeError
 from namedmesh.lowering import trace
 
 _WHILE_KWARGS = ("parallel_iterations", "maximum_iterations", "swap_memory", "back_prop",
@@ -56,6 +56,12 @@ def _captured_context():
 
 
 # -- named tensors <-> flat lists of slices ---------------------------------------------------
+def _check_callable(fn, op: str, what: str):
+    if not callable(fn):
+        raise WrongTypeError("%s: %s must be a function, got %r (%s)"
+                             % (op, what, fn, type(fn).__name__))
+
+
 def _checked(tensors, op: str) -> List[Tensor]:
     tensors = list(tensors)
     if not tensors:
@@ -177,6 +183,7 @@ def recompute_grad(fn: Callable, explicit_inputs, control_dependencies: bool = T
     Returns fn's outputs (a Tensor or a tuple of Tensors).
     """
     del control_dependencies  # tf.recompute_grad orders the recomputation after the gradients
+    _check_callable(fn, "recompute_grad", "fn")
     inputs = _checked(explicit_inputs, "recompute_grad")
     context = _captured_context()
     flat_in = _flatten(inputs)
@@ -282,6 +289,8 @@ def while_loop(cond_fn: Callable, body_fn: Callable, inputs, num_loop_vars: int 
     into ``maximum_iterations`` steps; each step runs ``body_fn`` and keeps its
     result only while ``cond_fn`` holds.
     """
+    _check_callable(cond_fn, "while_loop", "cond_fn")
+    _check_callable(body_fn, "while_loop", "body_fn")
     inputs = _checked(inputs, "while_loop")
     unknown = sorted(k for k in kwargs if k not in _WHILE_KWARGS)
     if unknown:

@@ -6,19 +6,21 @@ Random tensors are in ``namedmesh.core.random_ops``.
 import numpy as np
 import tensorflow as tf
 
+from namedmesh.core.checks import as_dtype, check_exact_cast, check_mesh
 from namedmesh.core.dims import Shape, convert_to_dimension, convert_to_shape
 from namedmesh.core.elementwise import check_tensor
 from namedmesh.core.naming import named_op
 from namedmesh.core.tensor import Tensor
-from namedmesh.errors import ShapeError
+from namedmesh.errors import ShapeError, WrongTypeError
 
 
-def _filled(mesh, shape, dtype, fn):
+def _filled(mesh, shape, dtype, fn, op="zeros"):
+    check_mesh(mesh, op)
     shape = convert_to_shape(shape)
     if shape is None:
-        raise ShapeError("a shape is required, got None")
+        raise ShapeError("%s: a shape is required, got None" % op)
     sizes = list(mesh.tensor_layout(shape).slice_sizes)
-    dtype = tf.as_dtype(dtype)
+    dtype = as_dtype(dtype, op)
     slices = mesh.impl.slicewise(lambda _: fn(sizes, dtype), mesh.impl.pcoord_or_none())
     return Tensor(mesh, shape, slices, dtype)
 
@@ -32,7 +34,7 @@ def zeros(mesh, shape, dtype=tf.float32, name=None) -> Tensor:
 @named_op("ones")
 def ones(mesh, shape, dtype=tf.float32, name=None) -> Tensor:
     """All ones with dims ``shape``."""
-    return _filled(mesh, shape, dtype, tf.ones)
+    return _filled(mesh, shape, dtype, tf.ones, "ones")
 
 
 @named_op("constant")
@@ -45,8 +47,10 @@ def constant(mesh, value, shape=None, dtype=tf.float32, name=None) -> Tensor:
     processor keeps its slice (mtf 0.1.21 builds every slice from the whole
     array, which fails for arrays on a split layout).
     """
+    check_mesh(mesh, "constant")
     shape = convert_to_shape(shape) if shape is not None else Shape([])
-    dtype = tf.as_dtype(dtype)
+    dtype = as_dtype(dtype, "constant")
+    check_exact_cast(value, dtype, "constant")
     if isinstance(value, (tf.Tensor, tf.Variable)):
         array = value
         count = value.shape.num_elements()
@@ -55,7 +59,8 @@ def constant(mesh, value, shape=None, dtype=tf.float32, name=None) -> Tensor:
         array = np.asarray(value)
         count, rank = array.size, array.ndim
     if rank == 0:
-        return _filled(mesh, shape, dtype, lambda sizes, dt: tf.fill(sizes, tf.cast(value, dt)))
+        return _filled(mesh, shape, dtype, lambda sizes, dt: tf.fill(sizes, tf.cast(value, dt)),
+                       "constant")
     if count != shape.size:
         raise ShapeError("constant: value of shape %s has %s elements but the shape %s has %d; "
                          "give a scalar or an array with exactly that many elements"
@@ -80,11 +85,14 @@ def ones_like(t: Tensor, name=None) -> Tensor:
 @named_op("range")
 def mtf_range(mesh, dim, dtype=tf.int32, name=None) -> Tensor:
     """A 1-D tensor of dims ``[dim]`` holding ``0 .. dim.size - 1`` (mtf's ``range``)."""
+    check_mesh(mesh, "range")
     dim = convert_to_dimension(dim)
+    dtype = as_dtype(dtype, "range")
+    if dtype == tf.string or dtype == tf.bool:
+        raise WrongTypeError("range: dtype must be numeric, got %s" % dtype.name)
     layout = mesh.tensor_layout(convert_to_shape([dim]))
     local = layout.slice_sizes[0]
     axis = layout.mesh_axes[0]
-    dtype = tf.as_dtype(dtype)
 
     def fn(coord):
         offset = 0 if axis is None else coord * local

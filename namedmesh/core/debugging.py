@@ -21,6 +21,8 @@ def Print(x: Tensor, data, message: str, name=None, **kwargs) -> Tensor:  # noqa
     """``x``, printing ``message`` and the local slices of the Tensors ``data`` when it is
     computed (``tf.print``; kwargs go to it)."""
     check_tensor(x, "Print")
+    if not isinstance(data, (list, tuple)):
+        raise WrongTypeError("Print: data must be a list of namedmesh.Tensors, got %r" % (data,))
     values = []
     for d in data:
         values.extend(check_tensor(d, "Print").slices)
@@ -63,6 +65,9 @@ def scalar_summary(name: str, x: Tensor, step=None) -> Tensor:
 
 def pretty_print_counters(counters) -> str:
     """``[("a/b", n), ...]`` -> one line per prefix with its total, indented by depth."""
+    if isinstance(counters, (str, bytes)) or not hasattr(counters, "__iter__"):
+        raise WrongTypeError("pretty_print_counters: expected [(name, count), ...], got %r"
+                             % (counters,))
     totals = collections.defaultdict(int)
     for key, value in counters:
         prefixes = [key[:i] for i, ch in enumerate(key) if ch == "/"] + [key]
@@ -84,8 +89,11 @@ def log_variable_sizes(var_list, tag=None, verbose=True, mesh_to_impl=None, log_
         items = list(var_list.shapes().items())
     elif isinstance(var_list, dict):
         items = list(var_list.items())
-    else:
+    elif isinstance(var_list, (list, tuple)) or var_list is None:
         items = [(v.name, v.shape) for v in var_list or ()]
+    else:
+        raise WrongTypeError("log_variable_sizes: expected a VariableStore, a {name: shape} dict "
+                             "or a list of variables, got %r" % (var_list,))
     if not items:
         return []
     mesh = mesh_to_impl

@@ -2,7 +2,7 @@
 subsequences, and checks that an output adds no new dims."""
 
 from namedmesh.core.dims import Dimension, Shape, convert_to_shape
-from namedmesh.errors import ShapeError
+from namedmesh.errors import ShapeError, WrongTypeError
 
 
 def combined_dimension(dims, name=None) -> Dimension:
@@ -27,6 +27,9 @@ def anonymize(x, name=None):
 
 def is_subsequence(short_seq, long_seq) -> bool:
     """Whether ``short_seq`` occurs in ``long_seq`` in order (not necessarily adjacent)."""
+    for seq in (short_seq, long_seq):
+        if not hasattr(seq, "__iter__"):
+            raise WrongTypeError("is_subsequence: expected two sequences, got %r" % (seq,))
     it = iter(long_seq)
     return all(any(a == b for b in it) for a in short_seq)
 

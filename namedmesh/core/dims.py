@@ -15,6 +15,24 @@ from typing import Iterable, Optional, Sequence, Tuple, Union
 from namedmesh.errors import ShapeError, WrongTypeError
 
 _SEPARATORS = re.compile(r"[ ,.;]+")
+# a dim name must survive the string form "name:size;...": none of mtf's separators
+# (space, comma, period, semicolon), no ':' and no other whitespace
+_NAME_BREAKERS = re.compile(r"[\s,.;:]")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def check_dim_name(name, context: str = "", what: str = "dimension name") -> str:
+    """``name`` if it can name a dimension: a non-empty string without any of mtf's
+    separators (``' ,.;'``), ``':'`` or whitespace, which would make the shape string
+    ``"name:size;..."`` ambiguous."""
+    if not isinstance(name, str) or not name:
+        raise ShapeError("%s must be a non-empty string, got %r%s" % (what, name, context))
+    bad = _NAME_BREAKERS.search(name)
+    if bad:
+        raise ShapeError("%s %r%s contains %r; names may not contain whitespace or any of "
+                         "',.;:' (mtf's strings 'name:size;...' split on them)"
+                         % (what, name, context, bad.group()))
+    return name
 
 
 def parse_pairs(text: str, what: str) -> list:
@@ -43,11 +61,10 @@ def _check_size(name: str, size, context: str) -> int:
         raise ShapeError("dimension %r%s: size %r is not an integer"
                          % (name, context, size))
     if isinstance(size, str):
-        try:
-            size = int(size)
-        except ValueError:
+        if not _INTEGER.fullmatch(size.strip()):
             raise ShapeError("dimension %r%s: size %r is not an integer"
-                             % (name, context, size)) from None
+                             % (name, context, size))
+        size = int(size)
     try:
         as_int = int(size)
     except (TypeError, ValueError):
@@ -72,8 +89,7 @@ class Dimension(tuple):
     __slots__ = ()
 
     def __new__(cls, name, size):
-        if not isinstance(name, str) or not name:
-            raise ShapeError("dimension name must be a non-empty string, got %r" % (name,))
+        check_dim_name(name)
         return tuple.__new__(cls, (name, _check_size(name, size, "")))
 
     @property
@@ -96,9 +112,7 @@ class Dimension(tuple):
 
 def make_dimension(name, size, context: str = "") -> Dimension:
     """A validated ``Dimension``; ``context`` is added to error messages."""
-    if not isinstance(name, str) or not name:
-        raise ShapeError("dimension name must be a non-empty string, got %r%s"
-                         % (name, context))
+    check_dim_name(name, context)
     return Dimension(name, _check_size(name, size, context))
 
 
@@ -143,6 +157,12 @@ class Shape:
     def __init__(self, dims: Iterable = ()):
         if isinstance(dims, Shape):
             dims = dims.dims
+        elif isinstance(dims, str):
+            raise WrongTypeError("Shape(%r): a Shape takes a list of Dimensions; for an mtf "
+                                 "string use namedmesh.convert_to_shape(%r)" % (dims, dims))
+        elif not isinstance(dims, Iterable) or isinstance(dims, Dimension):
+            raise WrongTypeError("Shape(%r): expected a list of Dimensions or (name, size) "
+                                 "pairs" % (dims,))
         converted = []
         index = {}
         for d in dims:

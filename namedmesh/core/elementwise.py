@@ -12,6 +12,8 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from namedmesh.core.checks import (as_dtype, check_bool_tensor, check_exact_cast,
+                                   check_float_tensor, check_number_tensor)
 from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.core.naming import named_op
 from namedmesh.core.tensor import Tensor
@@ -102,20 +104,40 @@ def _check_output_shape(output_shape: Shape, shapes, op: str) -> Shape:
     return output_shape
 
 
+def _check_scalar_fits(x, like: Tensor, op: str):
+    """A scalar operand must keep its value in the tensor's dtype: ``int_tensor * 0.5`` would
+    compute ``int_tensor * 0`` after the cast, so it is an error (mtf's ``tf.convert_to_tensor``
+    refuses it too); cast the tensor first."""
+    try:
+        check_exact_cast(x, like.dtype, op)
+    except WrongTypeError:
+        raise WrongTypeError(
+            "%s: scalar operand %r does not fit the tensor's dtype %s (shape %s) without losing "
+            "its value; cast the tensor first, e.g. namedmesh.to_float(x)"
+            % (op, x, like.dtype.name, like.shape)) from None
+
+
 def _as_operand(x, like: Tensor, op: str):
     """A Tensor, or a TF scalar of ``like``'s dtype (python/numpy/TF scalars)."""
     if isinstance(x, Tensor):
         return x
     if isinstance(x, (numbers.Number, np.generic)):
+        _check_scalar_fits(x, like, op)
         return tf.cast(tf.constant(x), like.dtype)
     if isinstance(x, (tf.Tensor, tf.Variable)) and x.shape.rank == 0:
+        _check_scalar_fits(x, like, op)
         return tf.cast(x, like.dtype)
     raise WrongTypeError("%s: operand %r is neither a namedmesh.Tensor nor a scalar; import tf "
                          "tensors with namedmesh.import_tf_tensor(mesh, value, shape)" % (op, x))
 
 
-def binary_op(fn, x1, x2, op: str, output_shape=None, out_dtype=None) -> Tensor:
-    """Apply ``fn(a, b)`` slicewise with broadcasting by name."""
+# which operand dtypes an op accepts: "number" (integer or float), "float", "bool", or any
+_NEEDS = {"number": check_number_tensor, "float": check_float_tensor, "bool": check_bool_tensor}
+
+
+def binary_op(fn, x1, x2, op: str, output_shape=None, out_dtype=None, needs=None) -> Tensor:
+    """Apply ``fn(a, b)`` slicewise with broadcasting by name.  ``needs``: the dtype kind
+    both operands must have ("number", "float" or "bool"), checked before any TF op."""
     if not isinstance(x1, Tensor) and not isinstance(x2, Tensor):
         raise WrongTypeError("%s: at least one operand must be a namedmesh.Tensor, got %r and %r"
                              % (op, x1, x2))
@@ -124,6 +146,8 @@ def binary_op(fn, x1, x2, op: str, output_shape=None, out_dtype=None) -> Tensor:
     x2 = _as_operand(x2, like, op)
     tensors = [t for t in (x1, x2) if isinstance(t, Tensor)]
     check_same_dtype(tensors, op)
+    if needs is not None:
+        _NEEDS[needs](like, op, "operands")
     mesh = same_mesh(tensors, op)
     if output_shape is not None:
         out_shape = _check_output_shape(convert_to_shape(output_shape),
@@ -137,20 +161,22 @@ def binary_op(fn, x1, x2, op: str, output_shape=None, out_dtype=None) -> Tensor:
     return Tensor(mesh, out_shape, slices, out_dtype)
 
 
-def unary_op(fn, x: Tensor, op: str, out_dtype=None) -> Tensor:
+def unary_op(fn, x: Tensor, op: str, out_dtype=None, needs=None) -> Tensor:
     check_tensor(x, op)
+    if needs is not None:
+        _NEEDS[needs](x, op)
     return Tensor(x.mesh, x.shape, x.mesh.impl.slicewise(fn, x.slices), out_dtype)
 
 
 # -- arithmetic ----------------------------------------------------------------
 @named_op("add")
 def add(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.add, x1, x2, "add", output_shape)
+    return binary_op(tf.add, x1, x2, "add", output_shape, needs="number")
 
 
 @named_op("sub")
 def subtract(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.subtract, x1, x2, "subtract", output_shape)
+    return binary_op(tf.subtract, x1, x2, "subtract", output_shape, needs="number")
 
 
 sub = subtract  # mtf's name
@@ -158,19 +184,19 @@ sub = subtract  # mtf's name
 
 @named_op("mul")
 def multiply(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.multiply, x1, x2, "multiply", output_shape)
+    return binary_op(tf.multiply, x1, x2, "multiply", output_shape, needs="number")
 
 
 @named_op("divide")
 def divide(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.divide, x1, x2, "divide", output_shape)
+    return binary_op(tf.divide, x1, x2, "divide", output_shape, needs="number")
 
 
 @named_op("pow")
 def pow(x, y, output_shape=None, name=None):  # noqa: A001 - mtf's name
     """``x ** y`` broadcast by name.  mtf computes ``exp(log(x) * y)``, which is NaN for
     negative ``x``; namedmesh uses ``tf.pow`` (equal for positive ``x``)."""
-    return binary_op(tf.pow, x, y, "pow", output_shape)
+    return binary_op(tf.pow, x, y, "pow", output_shape, needs="number")
 
 
 mtf_pow = pow
@@ -179,44 +205,45 @@ mtf_pow = pow
 @named_op("floordiv")
 def floordiv(x1, x2, output_shape=None, name=None):
     """``floor(x1 / x2)`` broadcast by name (``tf.math.floordiv``); dtype of the tensor operand."""
-    return binary_op(tf.math.floordiv, x1, x2, "floordiv", output_shape)
+    return binary_op(tf.math.floordiv, x1, x2, "floordiv", output_shape, needs="number")
 
 
 @named_op("mod")
 def mod(x1, x2, output_shape=None, name=None):
     """``x1 mod x2`` with the sign of ``x2`` (``tf.math.floormod``), broadcast by name."""
-    return binary_op(tf.math.floormod, x1, x2, "mod", output_shape)
+    return binary_op(tf.math.floormod, x1, x2, "mod", output_shape, needs="number")
 
 
 @named_op("minimum")
 def minimum(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.minimum, x1, x2, "minimum", output_shape)
+    return binary_op(tf.minimum, x1, x2, "minimum", output_shape, needs="number")
 
 
 @named_op("maximum")
 def maximum(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.maximum, x1, x2, "maximum", output_shape)
+    return binary_op(tf.maximum, x1, x2, "maximum", output_shape, needs="number")
 
 
 # -- comparisons (bool results) -------------------------------------------------
 @named_op("less")
 def less(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.less, x1, x2, "less", output_shape, tf.bool)
+    return binary_op(tf.less, x1, x2, "less", output_shape, tf.bool, needs="number")
 
 
 @named_op("less_equal")
 def less_equal(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.less_equal, x1, x2, "less_equal", output_shape, tf.bool)
+    return binary_op(tf.less_equal, x1, x2, "less_equal", output_shape, tf.bool, needs="number")
 
 
 @named_op("greater")
 def greater(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.greater, x1, x2, "greater", output_shape, tf.bool)
+    return binary_op(tf.greater, x1, x2, "greater", output_shape, tf.bool, needs="number")
 
 
 @named_op("greater_equal")
 def greater_equal(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.greater_equal, x1, x2, "greater_equal", output_shape, tf.bool)
+    return binary_op(tf.greater_equal, x1, x2, "greater_equal", output_shape, tf.bool,
+                     needs="number")
 
 
 @named_op("equal")
@@ -231,17 +258,17 @@ def not_equal(x1, x2, output_shape=None, name=None):
 
 @named_op("logical_and")
 def logical_and(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.logical_and, x1, x2, "logical_and", output_shape, tf.bool)
+    return binary_op(tf.logical_and, x1, x2, "logical_and", output_shape, tf.bool, needs="bool")
 
 
 @named_op("logical_or")
 def logical_or(x1, x2, output_shape=None, name=None):
-    return binary_op(tf.logical_or, x1, x2, "logical_or", output_shape, tf.bool)
+    return binary_op(tf.logical_or, x1, x2, "logical_or", output_shape, tf.bool, needs="bool")
 
 
 @named_op("logical_not")
 def logical_not(x, name=None):
-    return unary_op(tf.logical_not, x, "logical_not")
+    return unary_op(tf.logical_not, x, "logical_not", needs="bool")
 
 
 @named_op("where")
@@ -254,6 +281,7 @@ def where(condition, if_true, if_false, output_shape=None, name=None) -> Tensor:
     an ``inf`` in the branch not taken into NaN; namedmesh selects (``tf.where``).
     """
     check_tensor(condition, "where")
+    check_bool_tensor(condition, "where", "condition")  # mtf's logical_not(condition) needs bool
     like = if_true if isinstance(if_true, Tensor) else if_false
     if not isinstance(like, Tensor):
         raise WrongTypeError("where: if_true or if_false must be a namedmesh.Tensor, got %r and %r"
@@ -283,12 +311,13 @@ def where(condition, if_true, if_false, output_shape=None, name=None) -> Tensor:
 
 
 # -- unary maths --------------------------------------------------------------
-def _unary(tf_fn, default_name: str, doc: str = None):
-    """An mtf unary op ``fn(x, name=None)`` applying ``tf_fn`` to every slice."""
+def _unary(tf_fn, default_name: str, doc: str = None, needs: str = None):
+    """An mtf unary op ``fn(x, name=None)`` applying ``tf_fn`` to every slice; ``needs``: the
+    dtype kind x must have ("number" or "float")."""
 
     @named_op(default_name)
     def op(x, name=None):
-        return unary_op(tf_fn, x, default_name)
+        return unary_op(tf_fn, x, default_name, needs=needs)
 
     op.__name__ = op.__qualname__ = default_name
     op.__doc__ = doc or "``%s`` of every element; output dims = x's dims." % default_name
@@ -296,28 +325,29 @@ def _unary(tf_fn, default_name: str, doc: str = None):
 
 
 identity = _unary(tf.identity, "identity")
-negative = _unary(tf.negative, "negative")
-abs = _unary(tf.abs, "abs")  # noqa: A001 - mtf's name
+negative = _unary(tf.negative, "negative", needs="number")
+abs = _unary(tf.abs, "abs", needs="number")  # noqa: A001 - mtf's name
 mtf_abs = abs
-sign = _unary(tf.sign, "sign", "-1, 0 or 1 by the sign of each element (no gradient, as in mtf).")
-exp = _unary(tf.exp, "exp")
-log = _unary(tf.math.log, "log")
-sqrt = _unary(tf.sqrt, "sqrt")
-rsqrt = _unary(tf.math.rsqrt, "rsqrt")
-square = _unary(tf.square, "square")
-reciprocal = _unary(tf.math.reciprocal, "reciprocal")
-sin = _unary(tf.sin, "sin")
-cos = _unary(tf.cos, "cos")
-relu = _unary(tf.nn.relu, "relu")
+sign = _unary(tf.sign, "sign", "-1, 0 or 1 by the sign of each element (no gradient, as in mtf).",
+              needs="number")
+exp = _unary(tf.exp, "exp", needs="float")
+log = _unary(tf.math.log, "log", needs="float")
+sqrt = _unary(tf.sqrt, "sqrt", needs="float")
+rsqrt = _unary(tf.math.rsqrt, "rsqrt", needs="float")
+square = _unary(tf.square, "square", needs="number")
+reciprocal = _unary(tf.math.reciprocal, "reciprocal", needs="float")
+sin = _unary(tf.sin, "sin", needs="float")
+cos = _unary(tf.cos, "cos", needs="float")
+relu = _unary(tf.nn.relu, "relu", needs="number")
 gelu = _unary(lambda v: tf.nn.gelu(v, approximate=True), "gelu",
               "mtf's gelu: the tanh approximation "
-              "``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.")
-elu = _unary(tf.nn.elu, "elu")
-selu = _unary(tf.nn.selu, "selu")
-sigmoid = _unary(tf.sigmoid, "sigmoid")
-tanh = _unary(tf.tanh, "tanh")
-softplus = _unary(tf.nn.softplus, "softplus")
-silu = _unary(tf.nn.silu, "swish", "``x * sigmoid(x)`` (mtf's swish).")
+              "``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.", needs="float")
+elu = _unary(tf.nn.elu, "elu", needs="float")
+selu = _unary(tf.nn.selu, "selu", needs="float")
+sigmoid = _unary(tf.sigmoid, "sigmoid", needs="float")
+tanh = _unary(tf.tanh, "tanh", needs="float")
+softplus = _unary(tf.nn.softplus, "softplus", needs="float")
+silu = _unary(tf.nn.silu, "swish", "``x * sigmoid(x)`` (mtf's swish).", needs="float")
 swish = silu
 stop_gradient = _unary(tf.stop_gradient, "stop_gradient")
 
@@ -325,20 +355,20 @@ stop_gradient = _unary(tf.stop_gradient, "stop_gradient")
 @named_op("squared_relu")
 def squared_relu(x, name=None):
     """``relu(x) ** 2`` (the Primer paper's activation)."""
-    return unary_op(lambda v: tf.square(tf.nn.relu(v)), x, "squared_relu")
+    return unary_op(lambda v: tf.square(tf.nn.relu(v)), x, "squared_relu", needs="number")
 
 
 @named_op("leaky_relu")
 def leaky_relu(x, alpha=0.2, name=None):
     """``x`` where ``x > 0`` else ``alpha * x``."""
-    return unary_op(lambda v: tf.nn.leaky_relu(v, alpha), x, "leaky_relu")
+    return unary_op(lambda v: tf.nn.leaky_relu(v, alpha), x, "leaky_relu", needs="number")
 
 
 @named_op("cast")
 def cast(x, dtype, name=None):
     """``x`` converted to ``dtype`` (``tf.DType`` or its name); ``x`` itself if it has it."""
-    dtype = tf.as_dtype(dtype)
     check_tensor(x, "cast")
+    dtype = as_dtype(dtype, "cast")
     if x.dtype == dtype:
         return x
     return Tensor(x.mesh, x.shape, x.mesh.impl.slicewise(lambda v: tf.cast(v, dtype), x.slices),

@@ -5,6 +5,7 @@ are numbered row-major over the mesh dims, the last dim fastest.
 """
 
 import functools
+import numbers
 import operator
 
 from namedmesh.core.dims import Shape, convert_to_dimension, convert_to_shape
@@ -13,7 +14,27 @@ from namedmesh.errors import LayoutError, ShapeError
 
 def list_product(l) -> int:  # noqa: E741 - mtf's parameter name
     """The product of a list (1 for an empty list)."""
+    if isinstance(l, (str, bytes)) or not all(isinstance(n, numbers.Number) for n in l):
+        raise ShapeError("list_product: expected a list of numbers, got %r" % (l,))
     return functools.reduce(operator.mul, l, 1)
+
+
+def _check_pnum(sizes, pnum, fn: str) -> int:
+    total = list_product(sizes)
+    if isinstance(pnum, bool) or not isinstance(pnum, numbers.Integral) or \
+            not 0 <= pnum < total:
+        raise ShapeError("%s: processor number %r is not an integer in [0, %d) of mesh %s"
+                         % (fn, pnum, total, sizes))
+    return int(pnum)
+
+
+def _check_axes(sizes, group_dims, fn: str) -> list:
+    if isinstance(group_dims, (str, bytes)) or not all(
+            isinstance(a, numbers.Integral) and not isinstance(a, bool) and 0 <= a < len(sizes)
+            for a in group_dims):
+        raise ShapeError("%s: group_dims must be mesh axes (integers in [0, %d)), got %r"
+                         % (fn, len(sizes), group_dims))
+    return list(group_dims)
 
 
 def _sizes(mesh_shape, fn: str) -> list:
@@ -28,6 +49,7 @@ def _sizes(mesh_shape, fn: str) -> list:
 def pnum_to_processor_coordinates(mesh_shape, pnum: int) -> list:
     """Coordinates of processor ``pnum`` (row-major, last mesh dim fastest)."""
     sizes = _sizes(mesh_shape, "pnum_to_processor_coordinates")
+    pnum = _check_pnum(sizes, pnum, "pnum_to_processor_coordinates")
     out = []
     for n in reversed(sizes):
         out.append(pnum % n)
@@ -38,6 +60,12 @@ def pnum_to_processor_coordinates(mesh_shape, pnum: int) -> list:
 def processor_coordinates_to_pnum(mesh_shape, coord) -> int:
     """The processor number at ``coord`` (inverse of ``pnum_to_processor_coordinates``)."""
     sizes = _sizes(mesh_shape, "processor_coordinates_to_pnum")
+    coord = list(coord)
+    if len(coord) != len(sizes) or not all(
+            isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c < n
+            for c, n in zip(coord, sizes)):
+        raise ShapeError("processor_coordinates_to_pnum: coordinates %r do not fit mesh %s "
+                         "(one integer per mesh dim, each within its size)" % (coord, sizes))
     pnum = 0
     for c, n in zip(coord, sizes):
         pnum = pnum * n + c
@@ -48,6 +76,7 @@ def pnum_to_group(mesh_shape, group_dims, pnum: int) -> int:
     """Which group along mesh axes ``group_dims`` processor ``pnum`` is in (groups are
     numbered row-major over the other mesh axes)."""
     mesh_shape = convert_to_shape(mesh_shape)
+    group_dims = _check_axes(mesh_shape.sizes, group_dims, "pnum_to_group")
     coord = pnum_to_processor_coordinates(mesh_shape, pnum)
     rest = Shape([d for i, d in enumerate(mesh_shape.dims) if i not in group_dims])
     return processor_coordinates_to_pnum(rest, [c for i, c in enumerate(coord)
@@ -58,6 +87,7 @@ def processor_groups(mesh_shape, group_dims) -> list:
     """The groups of processors that differ only along mesh axes ``group_dims``,
     in group order, members in increasing processor number."""
     mesh_shape = convert_to_shape(mesh_shape)
+    group_dims = _check_axes(mesh_shape.sizes, group_dims, "processor_groups")
     groups = []
     for pnum in range(mesh_shape.size):
         g = pnum_to_group(mesh_shape, group_dims, pnum)

@@ -5,6 +5,7 @@ Each states its output dims by name and matches mtf 0.1.21's semantics.
 
 import tensorflow as tf
 
+from namedmesh.core.checks import as_dtype, check_float_tensor, check_number_tensor
 from namedmesh.core.contraction import reduce_max, reduce_sum
 from namedmesh.core.dims import Shape, convert_to_dimension
 from namedmesh.core.elementwise import check_tensor, exp, log, maximum, stop_gradient
@@ -33,6 +34,7 @@ def reduce_logsumexp(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Ten
     added to the sum).  Output dims: x's dims without ``reduced_dim``.
     """
     check_tensor(x, "reduce_logsumexp")
+    check_float_tensor(x, "reduce_logsumexp")
     dim = _require_dim(x, reduced_dim, "reduce_logsumexp")
     max_logit = reduce_max(stop_gradient(x), reduced_dim=dim)
     if extra_logit is not None:
@@ -48,12 +50,14 @@ def reduce_logsumexp(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Ten
 @named_op("log_softmax")
 def log_softmax(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Tensor:
     """``x - reduce_logsumexp(x, reduced_dim, extra_logit)``; output dims = x's dims."""
+    check_float_tensor(check_tensor(x, "log_softmax"), "log_softmax")
     return x - reduce_logsumexp(x, reduced_dim, extra_logit=extra_logit)
 
 
 @named_op("softmax")
 def softmax(x: Tensor, reduced_dim, extra_logit=None, name=None) -> Tensor:
     """Softmax over ``reduced_dim`` (mtf: ``exp(log_softmax(x))``); output dims = x's dims."""
+    check_float_tensor(check_tensor(x, "softmax"), "softmax")
     return exp(log_softmax(x, reduced_dim, extra_logit=extra_logit))
 
 
@@ -91,6 +95,7 @@ def one_hot(indices: Tensor, output_dim, on_value=1.0, off_value=0.0, dtype=tf.f
         raise WrongTypeError("one_hot: indices must be an integer tensor, got %s %s"
                         % (indices.dtype.name, indices.shape))
     output_dim = convert_to_dimension(output_dim)
+    dtype = as_dtype(dtype, "one_hot")
     if output_dim.name in indices.shape:
         raise ShapeError("one_hot: output dim %r is already a dim of the indices %s"
                          % (output_dim.name, indices.shape))
@@ -119,7 +124,7 @@ def cumsum(x: Tensor, dim, exclusive: bool = False, reverse: bool = False, name=
     end (a namedmesh extension; mtf 0.1.21 has no ``reverse``).  A split ``dim``
     costs one all-gather of the per-processor totals.
     """
-    check_tensor(x, "cumsum")
+    check_number_tensor(check_tensor(x, "cumsum"), "cumsum")
     dim = _require_dim(x, dim, "cumsum")
     from namedmesh.lowering.selection import lower_cumsum
     return lower_cumsum(x, dim, exclusive, reverse)

@@ -13,7 +13,7 @@ from namedmesh.core.elementwise import cast, check_tensor, equal
 from namedmesh.core.naming import scope_name
 from namedmesh.core.reshape import replace_dimensions
 from namedmesh.core.slicing import axis_of
-from namedmesh.errors import ShapeError
+from namedmesh.errors import ShapeError, WrongTypeError
 
 
 def reduce_first(tensor, reduced_dim, name=None):
@@ -29,6 +29,9 @@ def pool_tensor_1d(tensor, pool_dim, reduce_fn=reduce_mean, pool_size: int = 2, 
     (called as ``reduce_fn(t, reduced_dim=...)``); ``pool_dim``'s size shrinks by
     ``pool_size``, its name and position stay."""
     check_tensor(tensor, "pool_tensor_1d")
+    if not callable(reduce_fn):
+        raise WrongTypeError("pool_tensor_1d: reduce_fn must be a function such as "
+                             "namedmesh.reduce_max, got %r" % (reduce_fn,))
     dim = tensor.shape.dims[axis_of(tensor, pool_dim, "pool_tensor_1d")]
     if isinstance(pool_size, bool) or int(pool_size) != pool_size or pool_size < 1 or \
             dim.size % pool_size:

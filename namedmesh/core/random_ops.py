@@ -14,8 +14,11 @@ makes it reproducible) and uses it on every processor; the tf.distribute
 executor needs an explicit seed, since replicas cannot share a stateful draw.
 """
 
+import numbers
+
 import tensorflow as tf
 
+from namedmesh.core.checks import as_dtype, check_mesh
 from namedmesh.core.dims import convert_to_shape
 from namedmesh.core.elementwise import cast, check_tensor, less
 from namedmesh.core.naming import named_op
@@ -46,10 +49,11 @@ def _seed_pair(mesh, seed, op: str):
 
 
 def _random(mesh, shape, seed, draw, dtype, op: str) -> Tensor:
+    check_mesh(mesh, op)
     shape = convert_to_shape(shape)
     if shape is None:
         raise ShapeError("%s needs a shape, got None" % op)
-    dtype = tf.as_dtype(dtype)
+    dtype = as_dtype(dtype, op)
     seed = _seed_pair(mesh, seed, op)
     layout = mesh.tensor_layout(shape)
     slices = mesh.impl.slicewise(lambda _: draw(shape.sizes, seed, dtype),
@@ -65,6 +69,11 @@ def random_uniform(mesh, shape, seed=None, minval=0, maxval=None, dtype=tf.float
                    name=None) -> Tensor:
     """Uniform values in ``[minval, maxval)`` with dims ``shape`` (``maxval`` defaults to 1
     for floats; integers need it).  The other arguments are ``tf.random.uniform``'s."""
+    if isinstance(minval, numbers.Real) and isinstance(maxval, numbers.Real) and \
+            not minval < maxval:
+        raise ConfigError("random_uniform: minval must be less than maxval, got minval=%r "
+                          "maxval=%r" % (minval, maxval))
+
     def draw(sizes, s, dt):
         return tf.random.stateless_uniform(sizes, seed=s, minval=minval, maxval=maxval, dtype=dt)
     return _random(mesh, shape, seed, draw, dtype, "random_uniform")
@@ -95,11 +104,12 @@ def dropout(x: Tensor, is_training=True, keep_prob=None, rate=None, noise_shape=
     if (keep_prob is None) == (rate is None):
         raise ConfigError("dropout: give exactly one of keep_prob and rate, got keep_prob=%r "
                           "rate=%r" % (keep_prob, rate))
+    given = "rate=%r" % (rate,) if keep_prob is None else "keep_prob=%r" % (keep_prob,)
     if keep_prob is None:
-        keep_prob = 1.0 - rate
-    if not 0.0 < keep_prob <= 1.0:
-        raise ConfigError("dropout: keep_prob must be in (0, 1] (rate in [0, 1)), got "
-                          "keep_prob=%r" % (keep_prob,))
+        keep_prob = 1.0 - rate if isinstance(rate, numbers.Real) else None
+    if not isinstance(keep_prob, numbers.Real) or not 0.0 < keep_prob <= 1.0:
+        raise ConfigError("dropout: keep_prob must be a number in (0, 1] (rate in [0, 1)), got "
+                          "%s" % given)
     noise_shape = convert_to_shape(noise_shape) if noise_shape is not None else x.shape
     for d in noise_shape.dims:
         if d not in x.shape:

@@ -66,7 +66,7 @@ def pad(x: Tensor, paddings, dim_name: str, name=None) -> Tensor:
     that dim's size grows by ``before + after``."""
     check_tensor(x, "pad")
     axis = axis_of(x, dim_name, "pad")
-    if len(paddings) != 2:
+    if not isinstance(paddings, (list, tuple)) or len(paddings) != 2:
         raise ShapeError("pad: paddings must be [before, after], got %r" % (paddings,))
     paddings = [_int(p, "a padding", "pad", 0) for p in paddings]
     if paddings == [0, 0]:

@@ -9,6 +9,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from namedmesh.core.checks import check_mesh
 from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.core.naming import scope_name
 from namedmesh.errors import ShapeError, WrongTypeError
@@ -136,8 +137,26 @@ def import_tf_tensor(mesh, tf_tensor, shape=None, name=None) -> Tensor:
         return _import(mesh, tf_tensor, shape)
 
 
+def _as_tf_value(value, shape, op: str) -> tf.Tensor:
+    """``tf.convert_to_tensor(value)``; values TensorFlow cannot hold (ragged lists, objects,
+    None) and strings are errors naming the value and the declared shape."""
+    try:
+        value = tf.convert_to_tensor(value)
+    except (ValueError, TypeError) as e:
+        kind = "ragged (not rectangular)" if isinstance(value, (list, tuple)) else \
+            "not convertible to a tensor"
+        raise WrongTypeError("%s: the value %.80r (%s) for shape %s is %s: %s"
+                             % (op, value, type(value).__name__, shape, kind,
+                                str(e).splitlines()[0])) from None
+    if value.dtype == tf.string:
+        raise WrongTypeError("%s: the value for shape %s has dtype string; namedmesh tensors "
+                             "hold numbers or bools" % (op, shape))
+    return value
+
+
 def _import(mesh, value, shape) -> Tensor:
-    value = tf.convert_to_tensor(value)
+    check_mesh(mesh, "import_tf_tensor")
+    value = _as_tf_value(value, shape, "import_tf_tensor")
     if shape is None:
         if value.shape.rank != 0:
             raise ShapeError("import_tf_tensor: without a shape the value must be a scalar, got "
@@ -173,11 +192,15 @@ def import_laid_out_tensor(mesh, laid_out_tensor, shape, name=None) -> Tensor:
     tuple; an object with mtf's ``tensor_list`` works too), each of the slice
     shape ``shape`` has on ``mesh``.
     """
+    check_mesh(mesh, "import_laid_out_tensor")
     shape = convert_to_shape(shape)
     slices = getattr(laid_out_tensor, "tensor_list", laid_out_tensor)
     if isinstance(slices, (tf.Tensor, tf.Variable)):
         slices = [slices]
-    slices = [tf.convert_to_tensor(s) for s in slices]
+    if not isinstance(slices, (list, tuple)):
+        raise WrongTypeError("import_laid_out_tensor: expected a list of per-processor slices, "
+                             "got %.80r (%s)" % (slices, type(slices).__name__))
+    slices = [_as_tf_value(s, shape, "import_laid_out_tensor") for s in slices]
     expected = list(mesh.tensor_layout(shape).slice_sizes)
     if len(slices) != mesh.impl.num_local_slices:
         raise ShapeError("import_laid_out_tensor: %d slices given but this process holds %d "

@@ -1,5 +1,7 @@
 """Top-k along a named dim and what is built on it: sampling, n-th largest/smallest."""
 
+import math
+
 import tensorflow as tf
 
 from namedmesh.core.dims import Dimension, convert_to_dimension
@@ -10,7 +12,7 @@ from namedmesh.core.nn import argmax
 from namedmesh.core.random_ops import random_uniform
 from namedmesh.core.slicing import axis_of
 from namedmesh.core.tensor import Tensor
-from namedmesh.errors import ShapeError
+from namedmesh.errors import ConfigError, ShapeError
 
 
 @named_op("top_k")
@@ -39,6 +41,10 @@ def sample_with_temperature(logits: Tensor, dim, temperature=1.0, name=None, see
     ``seed``: as for ``random_uniform``."""
     check_tensor(logits, "sample_with_temperature")
     dim = logits.shape.dims[axis_of(logits, dim, "sample_with_temperature")]
+    if isinstance(temperature, (int, float)) and not (temperature >= 0.0 and
+                                                      math.isfinite(temperature)):
+        raise ConfigError("sample_with_temperature: temperature must be a finite number >= 0 "
+                          "(0: the argmax), got %r" % (temperature,))
     if temperature != 0.0:
         logits = cast(logits, tf.float32)
         uniform = random_uniform(logits.mesh, logits.shape, seed, minval=1e-9, maxval=1.0,
@@ -50,8 +56,13 @@ def sample_with_temperature(logits: Tensor, dim, temperature=1.0, name=None, see
 @named_op("nth_largest_element")
 def nth_largest_element(x: Tensor, n: int, reduced_dim, name=None) -> Tensor:
     """The ``n``-th largest value along ``reduced_dim`` (``n`` from 0); dims ``x.shape - dim``."""
-    if isinstance(n, bool) or int(n) != n or n < 0:
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or n < 0:
         raise ShapeError("nth_largest_element: n must be an integer >= 0, got %r" % (n,))
+    check_tensor(x, "nth_largest_element")
+    dim = x.shape.dims[axis_of(x, reduced_dim, "nth_largest_element")]
+    if n >= dim.size:
+        raise ShapeError("nth_largest_element: n=%r is outside dim %s (n counts from 0)"
+                         % (n, dim))
     k_dim = Dimension("_top_k_", int(n) + 1)
     values, _ = top_k(x, reduced_dim, k_dim)
     return gather(values, int(n), k_dim)

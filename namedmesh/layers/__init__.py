@@ -38,3 +38,4 @@ from namedmesh.layers.variables import (VariableStore, constant_initializer, cur
                                         random_normal_initializer, random_uniform_initializer,
                                         truncated_normal_initializer, variance_scaling_initializer,
                                         zeros_initializer)
+from namedmesh.layers.dense_module import Dense  # noqa: E402  (dense as a tf.Module)

@@ -11,6 +11,7 @@ convolution itself is the op of mtf's ops.py (``namedmesh.conv2d_with_filter``
 
 from typing import Optional
 
+from namedmesh.core.checks import check_float_tensor
 from namedmesh.core.conv import (conv2d_transpose_with_filter, conv2d_with_filter,
                                  conv3d_transpose_with_filter, conv3d_with_filter)
 from namedmesh.core.dims import Dimension, Shape, convert_to_dimension
@@ -30,7 +31,7 @@ _OPS = {(2, False): conv2d_with_filter, (3, False): conv3d_with_filter,
 
 def _conv(x, output_dim, filter_size, strides, padding, filter_initializer, variable_dtype,
           name, store, rank: int, transpose: bool, op: str) -> Tensor:
-    check_tensor(x, op)
+    check_float_tensor(check_tensor(x, op), op)
     if padding not in ("SAME", "VALID"):
         raise ShapeError("%s: padding must be 'SAME' or 'VALID', got %r" % (op, padding))
     filter_size, strides = tuple(filter_size), tuple(strides)
@@ -100,7 +101,7 @@ def conv1d(x: Tensor, output_dim, filter_size: int = 3, stride: int = 1, **kwarg
     (``padding``, ``filter_initializer``, ``name`` ...), so the kernel is
     ``conv2d/kernel`` ``[fh:1, fw, in, out]``.
     """
-    check_tensor(x, "conv1d")
+    check_float_tensor(check_tensor(x, "conv1d"), "conv1d")
     if x.shape.ndims < 2:
         raise ShapeError("conv1d: input %s needs a length dim and a channel dim" % (x.shape,))
     dims = list(x.shape.dims)

@@ -10,12 +10,13 @@ import math
 from typing import Optional
 
 from namedmesh.core import elementwise
+from namedmesh.core.checks import check_float_tensor
 from namedmesh.core.contraction import einsum
 from namedmesh.core.dims import Dimension, Shape, convert_to_dimension
 from namedmesh.core.elementwise import cast, check_tensor, multiply
 from namedmesh.core.reshape import rename_dimension
 from namedmesh.core.tensor import Tensor
-from namedmesh.errors import ConfigError, ShapeError
+from namedmesh.errors import ConfigError, ShapeError, WrongTypeError
 from namedmesh.layers.initializers import (DenseInitializer, VarianceScalingInitializer,
                                            unit_scaling_convention)
 from namedmesh.layers.variables import (VariableStore, current_store, variable_dtypes,
@@ -30,6 +31,9 @@ def dims_list(x) -> list:
         return [convert_to_dimension(x)]
     if isinstance(x, Shape):
         return list(x.dims)
+    if not isinstance(x, (list, tuple)):
+        raise WrongTypeError("expected a dim ('name:size' or a Dimension) or a list of dims, got "
+                             "%r (%s)" % (x, type(x).__name__))
     return [convert_to_dimension(d) for d in x]
 
 
@@ -58,6 +62,9 @@ def get_dense_kernel_weights(x: Tensor, new_dims, reduced_dims, expert_dims=None
     new_dims, reduced_dims, expert_dims = dims_list(new_dims), dims_list(reduced_dims), dims_list(
         expert_dims)
     master, read_dtype = variable_dtypes(variable_dtype, master_dtype)
+    if not master.is_floating:
+        raise WrongTypeError("dense(%r): variables must have a floating dtype, got %s"
+                             % (name or "dense", master.name))
     if kernel_initializer is None:
         kernel_initializer = VarianceScalingInitializer()
     if isinstance(kernel_initializer, DenseInitializer):
@@ -97,6 +104,8 @@ def dense(x: Tensor, new_dims, reduced_dims=None, expert_dims=None, use_bias: bo
       dims ``[x dims without reduced_dims] + new_dims``.
     """
     check_tensor(x, "dense")
+    check_float_tensor(x, "dense(%r)" % (name or "dense"))
+    activation = _activation(activation, "dense")
     new_dims = dims_list(new_dims)
     reduced_dims = dims_list(reduced_dims) if reduced_dims is not None else [x.shape.dims[-1]]
     expert_dims = dims_list(expert_dims)
@@ -110,7 +119,9 @@ def dense(x: Tensor, new_dims, reduced_dims=None, expert_dims=None, use_bias: bo
             x = rename_dimension(x, d.name, tmp.name)
             reduced_dims[i] = tmp
     output_shape = Shape([d for d in x.shape.dims if d not in reduced_dims] + new_dims)
-    if kernel_weights is None:
+    if kernel_weights is not None:
+        _check_kernel_weights(kernel_weights, expert_dims + reduced_dims + new_dims, label)
+    else:
         kernel_weights = get_dense_kernel_weights(
             x, new_dims, reduced_dims, expert_dims, kernel_initializer, label, variable_dtype,
             master_dtype, store=store)
@@ -127,20 +138,31 @@ def dense(x: Tensor, new_dims, reduced_dims=None, expert_dims=None, use_bias: bo
     return y
 
 
-def _activation(activation):
+def _check_kernel_weights(kernel, dims, label: str):
+    """A given kernel must hold exactly the dims dense would create (expert, reduced, new):
+    anything else would be summed away or broadcast by the einsum without a word."""
+    check_tensor(kernel, "dense(%r) kernel_weights" % label)
+    expected = Shape(dims)
+    if sorted(kernel.shape.dims) != sorted(expected.dims):
+        raise ShapeError("dense(%r): kernel_weights has dims %s but the kernel's dims are %s "
+                         "(expert_dims + reduced_dims + new_dims)" % (label, kernel.shape,
+                                                                      expected))
+
+
+def _activation(activation, op: str = "dense_product"):
     """None / "linear" / a namedmesh function name (mtf: a name in mtf's namespace) / a callable."""
     if activation is None or activation == "linear":
         return None
     if isinstance(activation, str):
         fn = getattr(elementwise, activation, None)
-        if fn is None:
-            raise ConfigError("dense_product: unknown activation %r (a namedmesh elementwise "
+        if fn is None or not callable(fn) or activation.startswith("_"):
+            raise ConfigError("%s: unknown activation %r (a namedmesh elementwise "
                               "function such as 'relu', 'gelu', 'sigmoid', or 'linear')"
-                              % (activation,))
+                              % (op, activation))
         return fn
     if not callable(activation):
-        raise ConfigError("dense_product: activation %r is neither a name nor a function"
-                          % (activation,))
+        raise ConfigError("%s: activation %r is neither a name nor a function"
+                          % (op, activation))
     return activation
 
 

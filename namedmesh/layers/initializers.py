@@ -10,6 +10,7 @@ divide their output by ``sqrt(product of the contracted dims' sizes)``.
 import contextlib
 import math
 
+from namedmesh.core.checks import check_number
 from namedmesh.errors import ConfigError
 from namedmesh.layers.variables import random_uniform_initializer, truncated_normal_initializer
 
@@ -63,7 +64,11 @@ class VarianceScalingInitializer(DenseInitializer):
     DISTRIBUTIONS = ("normal", "uniform")
 
     def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "normal"):
-        self.scale = scale
+        self.scale = check_number(scale, "VarianceScalingInitializer: scale", 0, above=True)
+        for what, value in (("mode", mode), ("distribution", distribution)):
+            if not isinstance(value, str):
+                raise ConfigError("VarianceScalingInitializer: %s must be a string, got %r"
+                                  % (what, value))
         self.mode = mode.lower()
         self.distribution = distribution.lower()
         if self.mode not in self.MODES:

@@ -6,6 +6,7 @@ the target-logit sum; nothing else communicates.
 
 import tensorflow as tf
 
+from namedmesh.core.checks import check_float_tensor
 from namedmesh.core.contraction import reduce_sum
 from namedmesh.core.dims import convert_to_dimension
 from namedmesh.core.elementwise import (abs, cast, check_tensor, exp, log, negative, not_equal,
@@ -25,7 +26,8 @@ def softmax_cross_entropy_with_logits(logits: Tensor, targets: Tensor, vocab_dim
     ``z_loss`` (e.g. 1e-4) pulls ``log(z)``, the log partition function,
     towards zero.  Output dims: logits' dims without ``vocab_dim``.
     """
-    check_tensor(logits, "softmax_cross_entropy_with_logits")
+    check_float_tensor(check_tensor(logits, "softmax_cross_entropy_with_logits"),
+                       "softmax_cross_entropy_with_logits", "logits")
     check_tensor(targets, "softmax_cross_entropy_with_logits")
     same_mesh([logits, targets], "softmax_cross_entropy_with_logits")
     vocab_dim = convert_to_dimension(vocab_dim)
@@ -54,7 +56,8 @@ def sigmoid_cross_entropy_with_logits(logits: Tensor, targets: Tensor) -> Tensor
 
     ``targets`` must have the logits' dims (in any order).  Output dims = logits' dims.
     """
-    check_tensor(logits, "sigmoid_cross_entropy_with_logits")
+    check_float_tensor(check_tensor(logits, "sigmoid_cross_entropy_with_logits"),
+                       "sigmoid_cross_entropy_with_logits", "logits")
     check_tensor(targets, "sigmoid_cross_entropy_with_logits")
     if set(logits.shape.dims) != set(targets.shape.dims):
         raise ShapeError("sigmoid_cross_entropy_with_logits: logits %s and targets %s must have "

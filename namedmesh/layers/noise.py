@@ -4,6 +4,7 @@ annealed dropout.  Draws are stateless: pass ``seed`` (see ``namedmesh.random_un
 import tensorflow as tf
 
 from namedmesh.core.dims import convert_to_shape
+from namedmesh.core.checks import check_float_tensor
 from namedmesh.core.elementwise import cast, check_tensor, less
 from namedmesh.core.random_ops import dropout, random_uniform
 from namedmesh.core.tensor import Tensor
@@ -27,7 +28,7 @@ def multiplicative_jitter(x: Tensor, epsilon: float = 1e-2, seed=None) -> Tensor
     Makes a model robust to bfloat16 rounding (mtf uses it on router logits).
     ``epsilon == 0`` returns x unchanged.
     """
-    check_tensor(x, "multiplicative_jitter")
+    check_float_tensor(check_tensor(x, "multiplicative_jitter"), "multiplicative_jitter")
     if epsilon == 0:
         return x
     return x * random_uniform(x.mesh, x.shape, seed, minval=1.0 - epsilon,

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import tensorflow as tf
 
+from namedmesh.core.checks import check_float_tensor
 from namedmesh.core.contraction import reduce_mean
 from namedmesh.core.dims import Shape, convert_to_dimension
 from namedmesh.core.elementwise import cast, check_tensor, rsqrt, square
@@ -38,7 +39,7 @@ def layer_norm(x: Tensor, dim, epsilon: float = 1e-6, name: str = "layer_prepost
     ``<name>/layer_norm/layer_norm_bias`` (zeros), dims ``[dim]``.
     Output dims = x's dims.
     """
-    check_tensor(x, "layer_norm")
+    check_float_tensor(check_tensor(x, "layer_norm"), "layer_norm")
     dim = _require(x, dim, "layer_norm")
     store = current_store(store, "layer_norm")
     with store.scope(name), store.scope("layer_norm"):
@@ -63,7 +64,7 @@ def rms_norm(x: Tensor, dim, epsilon: float = 1e-6, name: str = "rms_norm",
     ``layer_norm`` (``sublayer_legacy_rms_norm``) and ``final_layer_norm``.
     Output dims = x's dims.
     """
-    check_tensor(x, "rms_norm")
+    check_float_tensor(check_tensor(x, "rms_norm"), "rms_norm")
     dim = _require(x, dim, "rms_norm")
     store = current_store(store, "rms_norm")
     master, activation = variable_dtypes(variable_dtype)
@@ -106,7 +107,7 @@ def batch_norm(x: Tensor, is_training: bool, momentum: float, epsilon: float = 1
     whose ``assign()`` applies them.  Eval: normalize with the moving
     statistics; no updates.  Output dims = x's dims.
     """
-    check_tensor(x, "batch_norm")
+    check_float_tensor(check_tensor(x, "batch_norm"), "batch_norm")
     store = current_store(store, "batch_norm")
     norm_dims = x.shape.dims[dims_idx_start:dims_idx_end]
     if not norm_dims:

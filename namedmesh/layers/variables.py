@@ -6,6 +6,11 @@ Gradients with respect to the master variable sum over all slices and copies.
 
 Layers find their store as ``store=`` or, as mtf code expects (no store
 argument), the store made current by ``with store.as_default():``.
+
+A store is a ``tf.Module``: its variables are tracked (``store.variables``,
+``tf.train.Checkpoint(store=store)``, ``tf.saved_model.save``), under their
+mtf names.  ``variable_factory`` lets a framework own the variables instead
+(the Keras wrappers make them Keras weights, see ``namedmesh.keras``).
 """
 
 import dataclasses
@@ -18,10 +23,11 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from namedmesh.core.checks import as_dtype, check_seed
 from namedmesh.core.control import register_context_capture
 from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.core.tensor import Tensor, import_tf_tensor
-from namedmesh.errors import ConfigError, ShapeError
+from namedmesh.errors import ConfigError, ShapeError, WrongTypeError
 
 Initializer = Callable[[Shape, tf.DType, int], tf.Tensor]
 
@@ -121,6 +127,27 @@ def as_initializer(init, what: str = "initializer") -> Optional[Initializer]:
     return adapted
 
 
+def checked_array(name, value, op: str) -> np.ndarray:
+    """``value`` as a NumPy array of numbers, for the variable ``name``: strings, objects
+    and ragged lists are errors naming the variable, and so are NaN and infinity (a
+    diverged checkpoint would otherwise load and poison every output)."""
+    if not isinstance(name, str) or not name:
+        raise WrongTypeError("%s: variable names must be non-empty strings, got %r" % (op, name))
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise WrongTypeError("%s: the value for variable %r is not an array: %s"
+                             % (op, name, str(e).splitlines()[0])) from None
+    if array.dtype.kind not in "biuf":
+        raise WrongTypeError("%s: the value for variable %r has dtype %s; expected numbers"
+                             % (op, name, array.dtype))
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ConfigError("%s: the value for variable %r holds %d NaN or infinite value(s) of "
+                          "%d" % (op, name, bad, array.size))
+    return array
+
+
 _DEFAULT_STORES = []
 _ALL_STORES = weakref.WeakSet()
 
@@ -153,19 +180,50 @@ def variable_dtypes(variable_dtype=None, master_dtype=None, activation_dtype=Non
     with ``master_dtype`` and ``activation_dtype`` (mtf's ``VariableDType``).
     The master dtype defaults to float32, the activation dtype to ``activation_dtype``.
     """
-    master = tf.as_dtype(master_dtype or tf.float32)
-    activation = tf.as_dtype(activation_dtype) if activation_dtype is not None else None
+    master = as_dtype(master_dtype or tf.float32, "variables", "master_dtype")
+    activation = as_dtype(activation_dtype, "variables", "activation_dtype") \
+        if activation_dtype is not None else None
     if variable_dtype is not None:
         if hasattr(variable_dtype, "master_dtype"):
-            master = tf.as_dtype(variable_dtype.master_dtype)
+            master = as_dtype(variable_dtype.master_dtype, "variables", "master_dtype")
             if getattr(variable_dtype, "activation_dtype", None) is not None:
-                activation = tf.as_dtype(variable_dtype.activation_dtype)
+                activation = as_dtype(variable_dtype.activation_dtype, "variables",
+                                      "activation_dtype")
         else:
-            master = tf.as_dtype(variable_dtype)
+            master = as_dtype(variable_dtype, "variables", "variable_dtype")
     return master, activation
 
 
-class VariableStore:
+VariableFactory = Callable[[str, Shape, tf.Tensor, tf.DType, bool], tf.Variable]
+"""``factory(mtf_name, shape, initial_value, dtype, trainable) -> tf.Variable``: makes
+one variable of a store (called once per variable, in the eager context)."""
+
+
+def default_variable_factory(full_name: str, shape: Shape, initial_value, dtype,
+                             trainable: bool) -> tf.Variable:
+    """A plain ``tf.Variable`` (mirrored when created in a strategy's scope)."""
+    del shape
+    return tf.Variable(initial_value, dtype=dtype, trainable=trainable,
+                       name=full_name.replace("/", "_"))
+
+
+class StoreVariables(tuple):
+    """A store's variables in creation order (a tuple, as ``tf.Module.variables``).
+
+    Calling it returns ``{mtf_name: tf.Variable}``: ``store.variables()``, the
+    store's lookup by mtf name, keeps working now that the store is a ``tf.Module``.
+    """
+
+    def __new__(cls, by_name: Dict[str, tf.Variable]):
+        out = super().__new__(cls, tuple(by_name.values()))
+        out._by_name = dict(by_name)
+        return out
+
+    def __call__(self) -> Dict[str, tf.Variable]:
+        return dict(self._by_name)
+
+
+class VariableStore(tf.Module):
     """Creates variables on first request and returns the same ones afterwards.
 
     Names are mtf's: ``scope/.../name`` (``with store.scope("wi"):`` then
@@ -173,17 +231,37 @@ class VariableStore:
     are drawn from ``seed`` and the variable's name, so a store is reproducible;
     ``values`` (``{mtf_name: array}``, e.g. read from an mtf checkpoint) gives
     the initial value of the variables it names instead.
+
+    A ``tf.Module``: ``store.variables`` / ``store.trainable_variables`` list its
+    variables in creation order, and ``tf.train.Checkpoint(store=store)`` saves
+    them by mtf name.  ``variable_factory`` (see ``VariableFactory``) makes each
+    variable; the default is a plain ``tf.Variable``.
     """
 
-    def __init__(self, seed: int = 0, values: Optional[Dict[str, np.ndarray]] = None):
-        self.seed = seed
-        self._variables: Dict[str, tf.Variable] = {}
+    # bookkeeping that must not become checkpoint dependencies (a tf.Module would
+    # wrap these lists and dicts for tracking, and refuse to save a list popped from)
+    _UNTRACKED = frozenset(["seed", "_shapes", "_scope", "_pending", "variable_factory"])
+
+    def __init__(self, seed: int = 0, values: Optional[Dict[str, np.ndarray]] = None,
+                 variable_factory: Optional[VariableFactory] = None, name: str = "store"):
+        if seed is None or isinstance(seed, (tf.Tensor, tf.Variable)):
+            raise WrongTypeError("VariableStore: seed must be a Python integer, got %r" % (seed,))
+        super().__init__(name=name)
+        self.seed = int(check_seed(seed, "VariableStore"))
+        self.variable_factory = variable_factory or default_variable_factory
+        self._variables: Dict[str, tf.Variable] = {}   # tracked: checkpoint keys by mtf name
         self._shapes: Dict[str, Shape] = {}
         self._scope = []
         self._pending: Dict[str, np.ndarray] = {}
         if values:
             self.load_values(values)
         _ALL_STORES.add(self)
+
+    def __setattr__(self, name, value):
+        if name in self._UNTRACKED:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     @contextlib.contextmanager
     def scope(self, name: str):
@@ -208,8 +286,11 @@ class VariableStore:
     def load_values(self, values: Dict[str, np.ndarray]):
         """Set variables by mtf name: existing ones are assigned (shapes must agree),
         the others take these values when they are created."""
+        if not isinstance(values, dict):
+            raise WrongTypeError("load_values expects {mtf_name: array}, got %s"
+                                 % type(values).__name__)
         for name, value in values.items():
-            value = np.asarray(value)
+            value = checked_array(name, value, "load_values")
             var = self._variables.get(name)
             if var is None:
                 self._pending[name] = value
@@ -253,8 +334,8 @@ class VariableStore:
             if value is None:
                 init = as_initializer(initializer) or truncated_normal_initializer(1.0)
                 value = init(shape, tf.as_dtype(dtype), self._seed_for(full_name))
-            var = tf.Variable(tf.cast(value, dtype), trainable=trainable,
-                              name=full_name.replace("/", "_"))
+            var = self.variable_factory(full_name, shape, tf.cast(value, dtype),
+                                        tf.as_dtype(dtype), trainable)
         self._variables[full_name] = var
         self._shapes[full_name] = shape
         return var
@@ -270,15 +351,18 @@ class VariableStore:
         var = self.create(full, shape, initializer, dtype=dtype, trainable=trainable)
         return import_tf_tensor(mesh, var, shape)
 
-    def variables(self) -> Dict[str, tf.Variable]:
-        """``{mtf_name: tf.Variable}`` in creation order."""
-        return dict(self._variables)
+    @property
+    def variables(self) -> "StoreVariables":
+        """Every variable in creation order, a tuple as ``tf.Module.variables``;
+        ``store.variables()`` is ``{mtf_name: tf.Variable}``."""
+        return StoreVariables(self._variables)
 
     def shapes(self) -> Dict[str, Shape]:
         return dict(self._shapes)
 
     @property
     def trainable_variables(self):
+        """The trainable variables, in creation order (a list: ``[x] + ...`` works)."""
         return [v for v in self._variables.values() if v.trainable]
 
 

@@ -91,6 +91,8 @@ def _program(mesh, n: int):
 def check_collectives(mesh) -> CheckReport:
     """Run and compare one all-to-all and one all-reduce along each mesh dim of ``mesh``."""
     import namedmesh as nm
+    from namedmesh.core.checks import check_mesh
+    check_mesh(mesh, "check_collectives")
     report = CheckReport(mesh.describe_processors())
     single = nm.Mesh()
     for d in mesh.shape.dims:

@@ -346,7 +346,8 @@ class CollectiveReplicaImpl(ReplicaImpl):
             token = self.ordering_token(spmd.tracing_replica())
         args = dict(group_size=len(table.groups[0]), group_key=group_key,
                     instance_key=keys.instance_key, ordering_token=[token.handle],
-                    timeout_seconds=float(self.mesh.collective_timeout), name=keys.op_name)
+                    timeout_seconds=float(self.mesh.collective_timeout or 0.0),
+                    name=keys.op_name)
         return args, order
 
     def _raw_sum(self, v, mesh_axes):

@@ -22,6 +22,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Tuple
 
+from namedmesh.errors import ConfigError
+
 _state = threading.local()  # per thread: the phase
 _traces = []                # process-wide: the active traces
 _lock = threading.Lock()
@@ -123,6 +125,10 @@ class CollectiveTrace:
         return len(self.select(kind, phase, mesh_dims))
 
     def select(self, kind=None, phase="forward", mesh_dims=None) -> List[CollectiveRecord]:
+        if kind is not None and kind not in KINDS:   # a misspelt kind would count 0, silently
+            raise ConfigError("collective kind %r: expected one of %s" % (kind, ", ".join(KINDS)))
+        if phase not in (None, "forward", "backward"):
+            raise ConfigError("phase %r: expected 'forward', 'backward' or None" % (phase,))
         out = []
         for r in self.records:
             if kind is not None and r.kind != kind:

@@ -7,7 +7,7 @@ replicated).  A tensor dim may be mapped to one mesh dim only.
 
 from typing import Dict, Iterable, Optional, Tuple
 
-from namedmesh.core.dims import parse_pairs
+from namedmesh.core.dims import check_dim_name, parse_pairs
 from namedmesh.errors import LayoutError, ShapeError
 
 
@@ -31,6 +31,10 @@ class LayoutRules:
                 if not isinstance(part, str) or not part:
                     raise LayoutError("layout rule %r: %s must be a non-empty name, got %r"
                                       % (pair, what, part))
+                try:
+                    check_dim_name(part, what=what + " name")
+                except ShapeError as e:
+                    raise LayoutError("layout rule %r: %s" % (pair, e)) from None
             if tensor_dim in mapping:
                 raise LayoutError(
                     "layout rules map tensor dim %r twice (to %r and to %r); "

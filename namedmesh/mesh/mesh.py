@@ -5,16 +5,18 @@ as in mtf.  The groups along a set of mesh dims are the processors that agree
 on every other coordinate; members are listed in increasing processor number.
 """
 
+import math
 import numbers
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.core.mesh_math import (pnum_to_processor_coordinates, processor_coordinates_to_pnum,
                                       processor_groups)
-from namedmesh.errors import LayoutError, MeshError, ShapeError
+from namedmesh.errors import LayoutError, MeshError, ShapeError, WrongTypeError
 from namedmesh.mesh.layout import TensorLayout, compute_tensor_layout
 from namedmesh.mesh.layout_rules import convert_to_layout_rules
 from namedmesh.mesh.processor_map import ProcessorMap, check_permutation, processor_map_for_devices
@@ -28,7 +30,7 @@ def parse_mesh_shape(mesh_shape) -> Shape:
     """The mesh shape (mtf string, Shape or list), errors naming the mesh string."""
     try:
         return convert_to_shape(mesh_shape) if mesh_shape is not None else Shape([])
-    except ShapeError as e:
+    except (ShapeError, WrongTypeError) as e:
         raise MeshError("mesh shape %r: %s" % (mesh_shape, str(e).replace(
             "shape string %r: " % (mesh_shape,), ""))) from None
 
@@ -59,7 +61,9 @@ class Mesh:
         ``mesh.processor_map`` and docs/distributed.md.
       collective_timeout: seconds a tf.distribute collective waits for the rest
         of its group before failing with a ``CollectiveError`` (default
-        ``DEFAULT_COLLECTIVE_TIMEOUT``, 600).
+        ``DEFAULT_COLLECTIVE_TIMEOUT``, 600).  ``None``: no timeout.  TensorFlow
+        keeps one sleeping thread per collective *execution* for the whole
+        timeout, so long training loops need ``None`` (see docs/distributed.md).
       alltoall_in_bfloat16: send float32 all-to-alls as bfloat16 and cast back, as mtf
         does on TPU (simd_mesh_impl.py ``alltoall``): for exact parity with mtf runs on
         TPU.  Lossy (8 mantissa bits), so off by default.
@@ -73,7 +77,7 @@ class Mesh:
 
     def __init__(self, mesh_shape="", layout="", devices: Optional[Sequence[str]] = None,
                  strategy=None, name: str = "mesh", logical_to_physical=None,
-                 collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT,
+                 collective_timeout: Optional[float] = DEFAULT_COLLECTIVE_TIMEOUT,
                  alltoall_in_bfloat16: bool = False, spmd: bool = True):
         self.shape: Shape = parse_mesh_shape(mesh_shape)
         self.alltoall_in_bfloat16 = bool(alltoall_in_bfloat16)
@@ -94,11 +98,23 @@ class Mesh:
         if devices is not None and strategy is not None:
             raise MeshError("give a mesh either devices (placement executor) or a strategy "
                             "(tf.distribute executor), not both")
-        if isinstance(collective_timeout, bool) or \
-                not isinstance(collective_timeout, numbers.Real) or not collective_timeout > 0:
-            raise MeshError("collective_timeout must be a positive number of seconds, got %r"
-                            % (collective_timeout,))
-        self.collective_timeout = float(collective_timeout)
+        if not isinstance(name, str):
+            raise MeshError("Mesh name must be a string, got %r" % (name,))
+        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+            raise MeshError("strategy=%r (%s) is not a tf.distribute strategy; pass one such as "
+                            "tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])"
+                            % (strategy, type(strategy).__name__))
+        if devices is not None and (isinstance(devices, str) or
+                                    not isinstance(devices, (list, tuple))):
+            raise MeshError("devices must be a list of device names, one per processor, got %r"
+                            % (devices,))
+        if collective_timeout is not None and (
+                isinstance(collective_timeout, bool) or
+                not isinstance(collective_timeout, numbers.Real) or not collective_timeout > 0
+                or not math.isfinite(collective_timeout)):
+            raise MeshError("collective_timeout must be a positive number of seconds (finite) or "
+                            "None (no timeout), got %r" % (collective_timeout,))
+        self.collective_timeout = None if collective_timeout is None else float(collective_timeout)
         self.logical_to_physical = logical_to_physical
         self.strategy = strategy
         self._functions = {}
@@ -110,6 +126,9 @@ class Mesh:
             if devices is None:
                 from namedmesh.lowering.devices import default_devices
                 devices = default_devices(self.size)
+            else:
+                from namedmesh.lowering.devices import check_devices_exist
+                check_devices_exist(devices)
             devices = list(devices)
             if len(devices) != self.size:
                 raise MeshError("mesh %s has %d processors but %d devices were given: %s"
@@ -142,9 +161,15 @@ class Mesh:
           on every replica); with ``reduce="sum"`` the per-replica results are summed,
           which is how per-replica gradients combine.
         """
+        if reduce not in ("first", "sum"):
+            raise MeshError("mesh.run: reduce must be 'first' or 'sum', got %r" % (reduce,))
+        if not callable(fn):
+            raise WrongTypeError("mesh.run: fn must be a function, got %r (%s)"
+                                 % (fn, type(fn).__name__))
+        if function is not None and not isinstance(function, bool):
+            raise WrongTypeError("mesh.run: function must be True, False or None, got %r"
+                                 % (function,))
         if self.strategy is None and not function:
-            if reduce not in ("first", "sum"):
-                raise MeshError("mesh.run: reduce must be 'first' or 'sum', got %r" % (reduce,))
             return fn(*args)
         compiled = self.function(fn, reduce=reduce)
         if self.strategy is None:
@@ -239,6 +264,9 @@ class Mesh:
 
     def coordinates(self, pnum: int) -> Tuple[int, ...]:
         """Coordinates of processor ``pnum`` (row-major, last mesh dim fastest)."""
+        if isinstance(pnum, bool) or not isinstance(pnum, (numbers.Integral, np.integer)):
+            raise MeshError("processor number must be an integer, got %r (%s)"
+                            % (pnum, type(pnum).__name__))
         if not 0 <= pnum < self.size:
             raise MeshError("processor %d is outside mesh %s (%d processors)"
                             % (pnum, self.shape.to_string(), self.size))
@@ -253,6 +281,8 @@ class Mesh:
 
         Mesh ``x:2;y:3``: ``groups(["x"]) == [[0, 3], [1, 4], [2, 5]]``.
         """
+        if isinstance(mesh_dims, (str, int)):
+            mesh_dims = [mesh_dims]   # one mesh dim, not the characters of its name
         axes = tuple(sorted(self._as_axis(d) for d in mesh_dims))
         groups = self._groups.get(axes)
         if groups is None:
@@ -270,6 +300,8 @@ class Mesh:
     def tensor_layout(self, shape) -> TensorLayout:
         """Which dims of ``shape`` are split over which mesh dims (cached by shape)."""
         shape = convert_to_shape(shape)
+        if shape is None:
+            raise ShapeError("tensor_layout: a shape is required, got None")
         layout = self._layouts.get(shape)
         if layout is None:
             layout = compute_tensor_layout(shape, self.shape, self.layout_rules)

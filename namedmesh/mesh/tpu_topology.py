@@ -129,6 +129,12 @@ def auto_logical_to_physical(logical_shape: Sequence[int],
     logical_shape: the mesh sizes, e.g. ``[4, 8]``.
     physical_shape: ``[rows, cols, cores]`` or a topology ``[x, y, z, cores]``.
     """
+    for what, sizes in (("logical_shape", logical_shape), ("physical_shape", physical_shape)):
+        if isinstance(sizes, (str, bytes)) or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
+                for s in sizes):
+            raise MeshError("auto_logical_to_physical: %s must be a list of positive integers, "
+                            "got %r" % (what, sizes))
     physical = physical_shape_3d(physical_shape)
     logical = [int(s) for s in logical_shape]
     if _product(logical) != _product(physical):
@@ -227,6 +233,10 @@ def resolve_logical_to_physical(mesh_shape, topology_shape, logical_to_physical)
 
 
 def _topology_shape(topology) -> List[int]:
+    if not hasattr(topology, "mesh_shape") or not hasattr(topology, "missing_devices"):
+        raise MeshError("expected a TPU Topology (what tf.tpu.experimental.initialize_tpu_system "
+                        "returns, or namedmesh.mesh.tpu_topology.make_topology), got %r (%s)"
+                        % (topology, type(topology).__name__))
     return [int(s) for s in topology.mesh_shape]
 
 

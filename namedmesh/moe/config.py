@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Union
 
+from namedmesh.core.checks import check_number
 from namedmesh.errors import ConfigError
 
 SECOND_POLICIES = ("all", "none", "threshold", "random")
@@ -19,6 +20,7 @@ MTF_ONLY_GATINGS = ("top_n", "ntlb", "switch_max", "expert_selection")
 # how tokens move into expert slots (namedmesh's option, not mtf's; see moe/dispatch.py):
 # "einsum" = mtf's one-hot einsums, "index" = gathers, "auto" = einsum on TPU, else index
 DISPATCHERS = ("auto", "einsum", "index")
+NONFINITE_POLICIES = ("mask", "mtf")   # see namedmesh/moe/nonfinite.py
 ACTIVATIONS = ("relu", "gelu", "sigmoid", "tanh", "swish", "silu", "softplus", "square",
                "linear", None)
 
@@ -29,16 +31,14 @@ def _check_choice(key, value, choices, what):
                           % (key, what, value, ", ".join(repr(c) for c in choices)))
 
 
-def _check_number(key, value, minimum=None, integer=False, allow_none=False):
+def _check_number(key, value, minimum=None, integer=False, allow_none=False, above=False,
+                  below=None):
+    """A finite number (an int when ``integer``): ``>= minimum`` (``> minimum`` when
+    ``above``) and ``< below``.  NaN and infinity are errors, whatever the bounds."""
     if value is None and allow_none:
         return
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ConfigError("%s: expected %s, got %r (%s)"
-                          % (key, "an integer" if integer else "a number", value,
-                             type(value).__name__))
-    if minimum is not None and value < minimum:
-        raise ConfigError("%s: must be >= %s, got %r" % (key, minimum, value))
+    check_number(value, key, minimum=minimum, above=above, maximum=below,
+                 below=below is not None, integer=integer)
 
 
 @dataclass
@@ -55,17 +55,19 @@ class _Common:
     second_threshold_eval: float = 0.2
     min_expert_capacity: int = 4
     dispatch: str = "auto"
+    nonfinite_tokens: str = "mask"
 
     def _validate_common(self):
-        _check_number("loss_coef", self.loss_coef)
+        _check_number("loss_coef", self.loss_coef, 0)
         _check_number("hidden_size", self.hidden_size, 1, integer=True)
         _check_number("group_size", self.group_size, 1, integer=True)
-        _check_number("capacity_factor_train", self.capacity_factor_train, 0)
-        _check_number("capacity_factor_eval", self.capacity_factor_eval, 0)
+        _check_number("capacity_factor_train", self.capacity_factor_train, 0, above=True)
+        _check_number("capacity_factor_eval", self.capacity_factor_eval, 0, above=True)
         _check_number("min_expert_capacity", self.min_expert_capacity, 1, integer=True)
-        _check_number("second_threshold_train", self.second_threshold_train)
-        _check_number("second_threshold_eval", self.second_threshold_eval)
-        if not isinstance(self.use_second_place_loss, (bool, int)):
+        _check_number("second_threshold_train", self.second_threshold_train, 0)
+        _check_number("second_threshold_eval", self.second_threshold_eval, 0)
+        if self.use_second_place_loss not in (True, False) or isinstance(
+                self.use_second_place_loss, (str, float)):
             raise ConfigError("use_second_place_loss: expected a boolean, got %r"
                               % (self.use_second_place_loss,))
         _check_choice("second_policy_train", self.second_policy_train, SECOND_POLICIES,
@@ -73,6 +75,8 @@ class _Common:
         _check_choice("second_policy_eval", self.second_policy_eval, SECOND_POLICIES,
                       "second-place policy")
         _check_choice("dispatch", self.dispatch, DISPATCHERS, "dispatcher")
+        _check_choice("nonfinite_tokens", self.nonfinite_tokens, NONFINITE_POLICIES,
+                      "policy for tokens with NaN or infinity")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -106,7 +110,10 @@ class MoE1DConfig(_Common):
     def __post_init__(self):
         self._validate_common()
         _check_number("num_experts", self.num_experts, 1, integer=True)
-        _check_number("dropout_rate", self.dropout_rate, 0)
+        _check_number("dropout_rate", self.dropout_rate, 0, below=1)
+        _check_number("ntlb_top_k", self.ntlb_top_k, 1, integer=True)
+        _check_number("top_n_num_experts_per_token", self.top_n_num_experts_per_token, 1,
+                      integer=True)
         if self.moe_gating in MTF_ONLY_GATINGS:
             raise ConfigError("moe_gating: %r is an mtf gating namedmesh does not implement; "
                               "supported: %s" % (self.moe_gating, ", ".join(GATINGS_V1)))
@@ -117,9 +124,9 @@ class MoE1DConfig(_Common):
                       "switch policy")
         for a in (self.activation if isinstance(self.activation, list) else [self.activation]):
             _check_choice("activation", a, ACTIVATIONS, "activation")
-        _check_number("switch_dropout", self.switch_dropout, 0)
-        _check_number("switch_temperature", self.switch_temperature, 0)
-        _check_number("switch_jitter", self.switch_jitter, 0)
+        _check_number("switch_dropout", self.switch_dropout, 0, below=1)
+        _check_number("switch_temperature", self.switch_temperature, 0, above=True)
+        _check_number("switch_jitter", self.switch_jitter, 0, below=1)
         _check_number("output_dim", self.output_dim, 1, integer=True, allow_none=True)
         _check_number("z_loss", self.z_loss, 0, allow_none=True)
         for key in ("use_experts_attention", "word_embed_mode", "use_second_place_expert_prob"):
@@ -147,7 +154,8 @@ class MoE2DConfig(_Common):
         self._validate_common()
         _check_number("expert_x", self.expert_x, 1, integer=True)
         _check_number("expert_y", self.expert_y, 1, integer=True)
-        _check_number("capacity_factor_second_level", self.capacity_factor_second_level, 0)
+        _check_number("capacity_factor_second_level", self.capacity_factor_second_level, 0,
+                      above=True)
         _check_number("z_loss", self.z_loss, 0, allow_none=True)
 
     @classmethod
@@ -216,8 +224,11 @@ def _hparams_to_kwargs(hparams, table, layer) -> Dict[str, Any]:
         items = dict(hparams)
     elif hasattr(hparams, "values") and callable(hparams.values):  # tf HParams
         items = dict(hparams.values())
-    else:
+    elif hasattr(hparams, "__dict__") and not isinstance(hparams, (str, bytes, type)):
         items = {k: v for k, v in vars(hparams).items() if not k.startswith("_")}
+    else:
+        raise ConfigError("%s.from_hparams: expected a dict of moe_* hparams or an hparams "
+                          "object, got %.80r (%s)" % (layer, hparams, type(hparams).__name__))
     kwargs = {}
     for key, value in items.items():
         if not key.startswith("moe_"):
@@ -229,7 +240,8 @@ def _hparams_to_kwargs(hparams, table, layer) -> Dict[str, Any]:
         target = table[key]
         if target is not None:
             kwargs[target] = value
-    if "use_second_place_loss" in kwargs:
+    if kwargs.get("use_second_place_loss") in (0, 1) and not isinstance(
+            kwargs["use_second_place_loss"], (str, float)):
         kwargs["use_second_place_loss"] = bool(kwargs["use_second_place_loss"])
     if layer == "MoE1D" and "num_experts" in kwargs and isinstance(kwargs["num_experts"], list):
         raise ConfigError("moe_num_experts: a 1-level MoE needs one expert count, got %r "

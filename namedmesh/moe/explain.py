@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.core.tensor import import_tf_tensor
+from namedmesh.errors import ConfigError, WrongTypeError
 from namedmesh.layers.variables import VariableStore
 from namedmesh.lowering.trace import trace_collectives
 from namedmesh.mesh.mesh import Mesh, parse_mesh_shape
@@ -143,7 +144,10 @@ def padding_shares(layer_kind: str, config, dims, train: bool) -> Dict[str, floa
 
 def explain(layer, input_shape, mesh_shape, layout, train: bool = False) -> Explanation:
     """Trace ``layer`` on inputs of ``input_shape`` on the mesh; return the annotated sheet."""
-    from namedmesh.moe.layers import MoE1D
+    from namedmesh.moe.layers import MoE1D, MoE2D
+    if not isinstance(layer, (MoE1D, MoE2D)):
+        raise WrongTypeError("explain: expected an MoE1D or MoE2D layer, got %r (%s)"
+                             % (layer, type(layer).__name__))
     shape = convert_to_shape(input_shape)
     notes = []
     with warnings.catch_warnings(record=True) as caught:
@@ -237,6 +241,8 @@ def _collectives_text(step: StepInfo) -> str:
 
 
 def render(ex: Explanation, fmt: str = "text") -> str:
+    if fmt not in ("text", "markdown", "json"):
+        raise ConfigError("render: format %r: expected 'text', 'markdown' or 'json'" % (fmt,))
     if fmt == "json":
         return json.dumps(ex.to_dict(), indent=2)
     md = fmt == "markdown"

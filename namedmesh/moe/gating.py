@@ -139,10 +139,12 @@ def _mean_of_sum(total: Tensor, x: Tensor) -> Tensor:
 
 def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
                  capacity_dim: Dimension, config, train: bool, store, name: str,
-                 importance: Optional[Tensor] = None, seeds: Optional[Seeds] = None) -> Gating:
+                 importance: Optional[Tensor] = None, seeds: Optional[Seeds] = None,
+                 nonfinite: Optional[Tensor] = None) -> Gating:
     """mtf's ``_top_2_gating``: each token goes to its top expert and, depending on
     the second-place policy, to its second; ``importance`` 1.0 = up to two experts,
-    in (0, 1) = at most one, 0 = none (padding).
+    in (0, 1) = at most one, 0 = none (padding).  ``nonfinite``: float ``[..., group_size]``,
+    1.0 for tokens masked for holding NaN or infinity (counted in the statistics).
 
     The loss and the statistics are sums over every group: they share one
     all-reduce (``reduce_sums``), where mtf's loss alone makes one.
@@ -220,7 +222,7 @@ def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
     requests.update(stats_requests(
         (mask_1_before, mask_2_before), (mask_1, mask_2),
         (position_1_per_expert, position_2_per_expert), capacity, raw_top,
-        real if real is not None else ones_like(raw_top), expert_dims))
+        real if real is not None else ones_like(raw_top), expert_dims, nonfinite))
     sums = reduce_sums(requests)
 
     square_experts = float(experts_dim.size * experts_dim.size)
@@ -239,9 +241,11 @@ def top_2_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
 
 def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
                   capacity_dim: Dimension, config, train: bool, store, name: str,
-                  importance: Optional[Tensor] = None, seeds: Optional[Seeds] = None) -> Gating:
+                  importance: Optional[Tensor] = None, seeds: Optional[Seeds] = None,
+                  nonfinite: Optional[Tensor] = None) -> Gating:
     """mtf's ``_switch_gating``: each token goes to one expert (argmax of the router,
-    optionally with input jitter / input dropout in training, or sampled).
+    optionally with input jitter / input dropout in training, or sampled).  ``nonfinite``:
+    as in ``top_2_gating``.
     The loss and the statistics share one all-reduce, as in ``top_2_gating``."""
     seeds = seeds or Seeds(0)
     policy = config.switch_policy_train if train else config.switch_policy_eval
@@ -294,7 +298,7 @@ def switch_gating(inputs: Tensor, outer_expert_dims, experts_dim: Dimension,
     requests.update(stats_requests(
         (mask_before, zero), (expert_mask, zero), (position_in_expert, zero),
         float(capacity_dim.size), raw_top,
-        real if real is not None else ones_like(raw_top), expert_dims))
+        real if real is not None else ones_like(raw_top), expert_dims, nonfinite))
     sums = reduce_sums(requests)
     loss = _mean_of_sum(sums["balance_1"], balance["balance_1"]) * float(
         experts_dim.size * experts_dim.size)

@@ -16,18 +16,22 @@ import numpy as np
 import tensorflow as tf
 
 from namedmesh.core import elementwise as ew
+from namedmesh.core.checks import (check_flag, check_float_tensor, check_mesh,
+                                   check_number_tensor, check_seed)
 from namedmesh.core.creation import zeros
 from namedmesh.core.dims import Dimension, Shape, convert_to_shape
 from namedmesh.core.random_ops import stateless_dropout
 from namedmesh.core.reshape import reshape
 from namedmesh.core.tensor import Tensor
-from namedmesh.errors import ConfigError
+from namedmesh.errors import ConfigError, MeshError, ShapeError, WrongTypeError
 from namedmesh.layers.dense import dense
 from namedmesh.lowering.trace import mark_step
-from namedmesh.layers.variables import VariableStore, variance_scaling_initializer
+from namedmesh.layers.variables import (VariableStore, checked_array,
+                                        variance_scaling_initializer)
 from namedmesh.moe.config import MoE1DConfig, MoE2DConfig
 from namedmesh.moe.dispatch import make_dispatcher
 from namedmesh.moe.gating import Seeds, switch_gating, top_2_gating
+from namedmesh.moe.nonfinite import mask_nonfinite_tokens
 from namedmesh.moe.dims import mesh_dim_size_of, moe1d_dims, moe2d_dims
 from namedmesh.moe.stats import MoEStats
 
@@ -41,32 +45,48 @@ ACTIVATION_FNS = {"relu": ew.relu, "gelu": ew.gelu, "sigmoid": ew.sigmoid, "tanh
                   "square": ew.square, "linear": None, None: None}
 
 
-class _MoELayer:
+class _MoELayer(tf.Module):
+    """Common part of the MoE layers.  A ``tf.Module``: its variables (``layer.variables``,
+    ``layer.trainable_variables``) are tracked, so ``tf.train.Checkpoint(layer=layer)``
+    saves them and ``tf.saved_model.save`` exports them (see ``namedmesh.serving``)."""
+
     config_cls = None
     layer_name = ""
+    # plain Python state a tf.Module must not wrap for tracking (numpy arrays, results)
+    _UNTRACKED = frozenset(["config", "_loaded", "_built_dims", "last_stats",
+                            "counts_steps"])
 
-    def __init__(self, **kwargs):
+    def __init__(self, name: Optional[str] = None, variable_factory=None, **kwargs):
         known = [f for f in self.config_cls.__dataclass_fields__]
         unknown = sorted(k for k in kwargs if k not in known)
         if unknown:
             raise ConfigError("%s: unknown keyword %s (known: %s)"
                               % (self.layer_name, ", ".join(repr(k) for k in unknown),
                                  ", ".join(known)))
-        self._setup(self.config_cls(**kwargs))
+        self._setup(self.config_cls(**kwargs), name, variable_factory)
 
-    def _setup(self, config):
+    def _setup(self, config, name=None, variable_factory=None):
+        tf.Module.__init__(self, name=name or self.layer_name.lower())
         self.config = config
-        self.store = VariableStore(seed=0)
+        self.store = VariableStore(seed=0, variable_factory=variable_factory)
         self._loaded: Optional[Dict[str, np.ndarray]] = None
         self._built_dims = None
+        self._built_strategy = None
         self._step = None
+        self.counts_steps = True   # keep a step counter for the random policies' seeds
         self.last_stats: Optional[MoEStats] = None
 
+    def __setattr__(self, name, value):
+        if name in self._UNTRACKED:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     @classmethod
-    def from_hparams(cls, hparams):
+    def from_hparams(cls, hparams, name: Optional[str] = None, variable_factory=None):
         """The layer from mtf hparams (a dict or attribute object with ``moe_*`` names)."""
         layer = cls.__new__(cls)
-        layer._setup(cls.config_cls.from_hparams(hparams))
+        layer._setup(cls.config_cls.from_hparams(hparams), name, variable_factory)
         return layer
 
     def __repr__(self):
@@ -89,7 +109,13 @@ class _MoELayer:
         Needed before running under a tf.distribute strategy (pass its mesh, the
         variables are then mirrored); on the placement executor the first call builds.
         """
-        d_model = convert_to_shape(input_shape).dims[-1]
+        shape = convert_to_shape(input_shape)
+        if shape is None or shape.ndims == 0:
+            raise ShapeError("%s.build: input_shape must end with d_model, got %r"
+                             % (self.layer_name, input_shape))
+        if mesh is not None:
+            check_mesh(mesh, "%s.build" % self.layer_name)
+        d_model = shape.dims[-1]
         if self._built_dims is not None:
             if self._built_dims != d_model:
                 raise ConfigError("%s was built for d_model %s, called with %s"
@@ -106,11 +132,12 @@ class _MoELayer:
                 init = variance_scaling_initializer([Dimension("fan_in", fan_in)])
                 value = self._loaded.get(name) if self._loaded is not None else None
                 self.store.create(name, shape, initializer=init, value=value)
-            if strategy is None:
+            if strategy is None and self.counts_steps:
                 with tf.init_scope():
                     self._step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                              name="moe_step")
         self._built_dims = d_model
+        self._built_strategy = strategy
         self._loaded = None
 
     def mtf_variables(self) -> Dict[str, tf.Variable]:
@@ -119,6 +146,7 @@ class _MoELayer:
 
     @property
     def trainable_variables(self):
+        """The weights in creation order (mtf's order of ``variable_shapes``)."""
         return self.store.trainable_variables
 
     def load_mtf_variables(self, arrays: Dict[str, np.ndarray]):
@@ -127,10 +155,17 @@ class _MoELayer:
         A missing, extra or wrongly shaped variable is a ConfigError naming it.
         Works before the first call (d_model is read off the arrays) and after.
         """
-        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        if not isinstance(arrays, dict):
+            raise WrongTypeError("%s.load_mtf_variables expects {mtf_name: array}, got %s"
+                                 % (self.layer_name, type(arrays).__name__))
+        arrays = {k: checked_array(k, v, "%s.load_mtf_variables" % self.layer_name)
+                  for k, v in arrays.items()}
         gate = self.gating_variable_names()[0]
         if gate not in arrays:
             self._check_names(arrays, self.expected_names())
+        if arrays[gate].ndim != 2:
+            raise ConfigError("%s: variable %r has shape %s, expected [d_model, experts]"
+                              % (self.layer_name, gate, tuple(arrays[gate].shape)))
         d_model = self._built_dims or Dimension("d_model", int(arrays[gate].shape[0]))
         shapes = self.variable_shapes(d_model)
         self._check_arrays(arrays, shapes)
@@ -165,6 +200,53 @@ class _MoELayer:
                                      shape.sizes, shape))
 
     # -- calling ---------------------------------------------------------------------
+    def _check_call(self, x, train, nonpadding, seed):
+        """The call's arguments, checked before anything is built or run."""
+        name = self.layer_name
+        if not isinstance(x, Tensor):
+            raise WrongTypeError("%s expects a namedmesh.Tensor, got %s" % (name,
+                                                                          type(x).__name__))
+        check_float_tensor(x, name)
+        check_flag(train, "%s: train" % name)
+        check_seed(seed, "%s: seed" % name)
+        if nonpadding is not None:
+            if not isinstance(nonpadding, Tensor):
+                raise WrongTypeError("%s: nonpadding must be a namedmesh.Tensor with x's dims "
+                                     "without the last (%s), got %s"
+                                     % (name, x.shape.dims[:-1], type(nonpadding).__name__))
+            if nonpadding.mesh is not x.mesh:
+                raise MeshError("%s: nonpadding lives on mesh %s but x on mesh %s"
+                                % (name, nonpadding.mesh.describe(), x.mesh.describe()))
+            if nonpadding.dtype != tf.bool:
+                check_number_tensor(nonpadding, name, "nonpadding")
+            expected = Shape(x.shape.dims[:-1])
+            if sorted(nonpadding.shape.dims) != sorted(expected.dims):
+                raise ConfigError("%s: nonpadding has dims %s, expected x's dims without the "
+                                  "last: %s" % (name, nonpadding.shape, expected))
+        strategy = getattr(x.mesh, "strategy", None)
+        if strategy is None:
+            return  # variables of any strategy can be read on a placement mesh
+        if self._built_dims is not None and self._built_strategy is not strategy:
+            raise MeshError(
+                "%s was built %s but is called on mesh %s, whose variables must be created under "
+                "its strategy: build the layer with that mesh, layer.build(input_shape, mesh)"
+                % (name, "without a tf.distribute strategy" if self._built_strategy is None
+                   else "under another %s" % type(self._built_strategy).__name__,
+                   x.mesh.describe()))
+        if self._built_dims is None and tf.distribute.has_strategy() and \
+                tf.distribute.get_replica_context() is not None:
+            raise ConfigError("%s is called inside mesh.run before it was built; variables "
+                              "cannot be created per replica: call layer.build(%r, mesh) "
+                              "before mesh.run" % (name, x.shape.to_string()))
+
+    def _mask_nonfinite(self, inputs, importance):
+        """``(inputs, importance, masked)``: with ``nonfinite_tokens="mask"`` the tokens that
+        hold NaN or infinity zeroed and made padding (``moe/nonfinite.py``); with ``"mtf"``
+        everything as it is."""
+        if self.config.nonfinite_tokens == "mtf":
+            return inputs, importance, None
+        return mask_nonfinite_tokens(inputs, importance)
+
     def _seeds(self, seed, train):
         if seed is not None:
             return Seeds(seed)
@@ -196,15 +278,9 @@ class _MoELayer:
         Returns y with x's dims, the aux loss (a scalar namedmesh Tensor, already
         times ``loss_coef``), and the stats (also kept as ``layer.last_stats``).
         """
-        if not isinstance(x, Tensor):
-            raise TypeError("%s expects a namedmesh.Tensor, got %s" % (self.layer_name,
-                                                                         type(x).__name__))
-        if nonpadding is not None:
-            expected = [d.name for d in x.shape.dims[:-1]]
-            if sorted(nonpadding.shape.names) != sorted(expected):
-                raise ConfigError("%s: nonpadding has dims %s, expected x's dims without the "
-                                  "last: %s" % (self.layer_name, nonpadding.shape, expected))
+        self._check_call(x, train, nonpadding, seed)
         self.build(x.shape, x.mesh)
+        check_flag(return_stats, "%s: return_stats" % self.layer_name)
         y, loss, stats = self._forward(x, train, nonpadding, self._seeds(seed, train))
         self.last_stats = stats
         return (y, loss, stats) if return_stats else (y, loss)
@@ -293,11 +369,12 @@ class MoE1D(_MoELayer):
             nonpadding = zeros(mesh, Shape(batch_and_length), x.dtype) + ew.cast(nonpadding,
                                                                                  x.dtype)
             nonpadding = reshape(nonpadding, Shape(moe_input_dims[:-1]))
+        inputs, nonpadding, nonfinite = self._mask_nonfinite(inputs, nonpadding)
         gating_fn = switch_gating if c.moe_gating == "switch" else top_2_gating
         with tf.name_scope(PHASES["router"]):
             gating = gating_fn(inputs, None, experts_dim_unsplit, capacity_dim, c, train,
                                self.store, self.gating_variable_names()[0].split("/")[0],
-                               importance=nonpadding, seeds=seeds)
+                               importance=nonpadding, seeds=seeds, nonfinite=nonfinite)
         dispatcher = self.dispatcher_for(mesh)
         with tf.name_scope(PHASES["dispatch"]):
             expert_inputs = dispatcher.dispatch(inputs, gating, Shape(
@@ -389,10 +466,11 @@ class MoE2D(_MoELayer):
         mark_step("grouped input", inputs)
         if nonpadding is not None:
             nonpadding = reshape(nonpadding, Shape([a0, g1, s]))
+        inputs, nonpadding, nonfinite = self._mask_nonfinite(inputs, nonpadding)
         dispatcher = self.dispatcher_for(mesh)
         with tf.name_scope(PHASES["router"]):
             outer = top_2_gating(inputs, None, x, cap_x, c, train, self.store, "outer_gating",
-                                 importance=nonpadding, seeds=seeds)
+                                 importance=nonpadding, seeds=seeds, nonfinite=nonfinite)
         with tf.name_scope(PHASES["dispatch"]):
             expert_inputs_x = dispatcher.dispatch(inputs, outer, Shape([x, a0, g1, cap_x, m]),
                                                   step="outer dispatch tensor")

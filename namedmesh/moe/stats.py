@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Dict
 
 import numpy as np
+import tensorflow as tf
 
 from namedmesh.core.creation import mtf_range
 from namedmesh.core.dims import Dimension, Shape
@@ -33,6 +34,9 @@ class RoutingStats:
     fraction_dropped: dropped / assigned.
     router_confidence: mean top-1 router probability over real tokens.
     expert_dims: names of the per-expert axes.
+    nonfinite_tokens: tokens left out of routing because their input held NaN or infinity
+      (``nonfinite_tokens="mask"``, see ``namedmesh.moe.nonfinite``; counted at the first
+      routing level, 0 elsewhere).
     """
 
     first_choice_per_expert: object
@@ -45,12 +49,13 @@ class RoutingStats:
     fraction_dropped: object
     router_confidence: object
     expert_dims: tuple = field(default=())
+    nonfinite_tokens: object = 0.0
 
     def numpy(self) -> Dict[str, object]:
         out = {}
         for k in ("first_choice_per_expert", "second_choice_per_expert", "requested_per_expert",
                   "assigned", "assigned_first", "routed",
-                  "dropped", "fraction_dropped", "router_confidence"):
+                  "dropped", "fraction_dropped", "router_confidence", "nonfinite_tokens"):
             v = getattr(self, k)
             out[k] = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
         return out
@@ -75,6 +80,8 @@ class MoEStats:
             lines.append("%-7s assigned %6d  routed %6d  dropped %5d (%.1f%%)  confidence %.3f" % (
                 name, s["assigned"], s["routed"], s["dropped"], 100 * s["fraction_dropped"],
                 s["router_confidence"]))
+            if s["nonfinite_tokens"]:
+                lines[-1] += "  non-finite tokens masked %d" % s["nonfinite_tokens"]
         return "\n".join(lines)
 
 
@@ -99,16 +106,18 @@ def _replicated_counts(mask: Tensor, expert_dims):
 
 
 def stats_requests(masks_before, masks_after, positions, capacity: float, top_gate: Tensor,
-                   real: Tensor, expert_dims) -> Dict[str, object]:
+                   real: Tensor, expert_dims, nonfinite: Tensor = None) -> Dict[str, object]:
     """The sums behind ``RoutingStats``, as requests for ``namedmesh.core.packed.reduce_sums``
     (the router adds its loss to them, so that all share one all-reduce).
 
     masks_before / masks_after / positions: pairs (first, second) of tensors
       [..., group_size, experts] (positions: slot index each assignment asked for).
     top_gate: [..., group_size] raw top-1 probability; real: [..., group_size] 1.0 for
-      tokens that count (importance == 1), else 0.0.
+      tokens that count (importance == 1), else 0.0.  nonfinite: optional [..., group_size],
+      1.0 for tokens masked for holding NaN or infinity.
     """
-    return {
+    extra = {} if nonfinite is None else {"nonfinite_tokens": nonfinite}
+    return dict(extra, **{
         "first_choice_per_expert": _replicated_counts(masks_after[0], expert_dims),
         "second_choice_per_expert": _replicated_counts(masks_after[1], expert_dims),
         "requested_per_expert": _replicated_counts(masks_before[0] + masks_before[1],
@@ -121,7 +130,7 @@ def stats_requests(masks_before, masks_after, positions, capacity: float, top_ga
         "dropped_second": masks_before[1] * to_float(greater_equal(positions[1], capacity)),
         "confidence_sum": top_gate * real,
         "real_tokens": real,
-    }
+    })
 
 
 def routing_stats(sums, expert_dims) -> RoutingStats:
@@ -138,7 +147,9 @@ def routing_stats(sums, expert_dims) -> RoutingStats:
         routed=ex(sums["routed_first"] + sums["routed_second"]),
         dropped=dropped, fraction_dropped=dropped / (assigned + 1e-9),
         router_confidence=ex(sums["confidence_sum"] / (sums["real_tokens"] + 1e-9)),
-        expert_dims=tuple(d.name for d in expert_dims))
+        expert_dims=tuple(d.name for d in expert_dims),
+        nonfinite_tokens=ex(sums["nonfinite_tokens"]) if "nonfinite_tokens" in sums else
+        tf.zeros([], tf.float32))
 
 
 __all__ = ["RoutingStats", "MoEStats", "routing_stats", "stats_requests"]

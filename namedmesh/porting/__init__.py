@@ -18,7 +18,9 @@ def read_config(path: str, **options) -> PortedConfig:
     """A gin file (``.gin``), or a JSON file (``.json``): GPT-Neo and mtf BERT configs are
     recognised from their keys, anything else is tensor2tensor hparams.  ``options`` go to
     the reader (``read_gin``'s ``search_paths``, ``read_hparams``'s ``model`` ...)."""
+    from namedmesh.core.checks import check_path
     from namedmesh.errors import ConfigError
+    path = check_path(path, "read_config")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".gin":
         return read_gin(path, **options)
@@ -27,7 +29,7 @@ def read_config(path: str, **options) -> PortedConfig:
         try:
             with open(path) as f:
                 values = json.load(f)
-        except (OSError, ValueError):
+        except (OSError, ValueError):   # UnicodeDecodeError is a ValueError
             values = None   # the reader reports it with file and line
         if isinstance(values, dict) and detect_json_flavor(values):
             return read_json_config(path, **options)

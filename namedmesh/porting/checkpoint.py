@@ -18,14 +18,18 @@ checkpoint read alone lists its MoE layers in model order too (encoder before
 decoder, ``block_2`` before ``block_10``, ``h2`` before ``h10``), never alphabetically.
 """
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from namedmesh.errors import ConfigError
+from namedmesh.core.checks import check_path
+from namedmesh.errors import ConfigError, FileError, WrongTypeError
+from namedmesh.layers.variables import checked_array
 
 # source naming -> {name in the checkpoint: mtf's name}
 NAMINGS = {
@@ -61,15 +65,47 @@ class CheckpointLayer:
         return self.scope + self.names.get(mtf_name, mtf_name)
 
 
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def _variables(prefix: str) -> Dict[str, List[int]]:
+    """``{name: shape}`` from the checkpoint's index; a missing, empty, truncated or corrupt
+    index is a FileError naming the checkpoint."""
+    prefix = check_path(prefix, "checkpoint")
     try:
         return dict(tf.train.list_variables(prefix))
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
-        raise ConfigError("checkpoint %r cannot be read: %s" % (
-            prefix, str(e).splitlines()[0] if str(e) else type(e).__name__)) from None
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        hint = ""
+        if os.path.isfile(prefix + ".index"):
+            hint = " (its index file %s is truncated or corrupt)" % (prefix + ".index")
+        raise FileError("checkpoint %r cannot be read: %s%s" % (prefix, _first_line(e),
+                                                                hint)) from None
+
+
+def read_tensors(prefix: str, names: Dict[str, str]) -> Dict[str, np.ndarray]:
+    """``{key: array}`` of the checkpoint variables ``names = {key: name in the checkpoint}``;
+    a missing, truncated or corrupt data part is a FileError naming the variable."""
+    prefix = check_path(prefix, "checkpoint")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise FileError("checkpoint %r cannot be read: %s" % (prefix, _first_line(e))) from None
+    out = {}
+    for key, name in names.items():
+        try:
+            out[key] = reader.get_tensor(name)
+        except (tf.errors.OpError, ValueError, IndexError) as e:
+            raise FileError("checkpoint %r: variable %r cannot be read from its data file(s) "
+                            "%s*: %s; the data part is missing, truncated or corrupt"
+                            % (prefix, name, prefix + ".data-", _first_line(e))) from None
+    return out
 
 
 def normalize_scope(scope: str) -> str:
+    if scope is not None and not isinstance(scope, str):
+        raise WrongTypeError("checkpoint scope must be a string such as 'decoder/block_000/"
+                             "layer_002/MoE1D/', got %r" % (scope,))
     scope = scope or ""
     return scope if not scope or scope.endswith("/") else scope + "/"
 
@@ -122,9 +158,8 @@ def read_moe_variables(prefix: str, scope: str = "") -> Dict[str, np.ndarray]:
     if scope not in found:
         raise ConfigError("checkpoint %r has no MoE layer under scope %r (MoE scopes: %s)"
                           % (prefix, scope, [s or "<root>" for s in found] or "none"))
-    reader = tf.train.load_checkpoint(prefix)
     layer = found[scope]
-    return {name: reader.get_tensor(layer.full_name(name)) for name in layer.shapes}
+    return read_tensors(prefix, {name: layer.full_name(name) for name in layer.shapes})
 
 
 def load_layer_from_checkpoint(layer, prefix: str, scope: str = ""):
@@ -211,17 +246,61 @@ def pair_model_checkpoint(config, prefix: str) -> Pairing:
     return pairing
 
 
+def check_writable_prefix(prefix: str, what: str = "checkpoint") -> str:
+    """``prefix`` if files ``prefix.*`` can be written: its directory exists, is a directory,
+    and takes a new file (tried for real: permission bits do not bind root, a read-only
+    filesystem or a path under a regular file still refuse)."""
+    prefix = check_path(prefix, what)
+    directory = os.path.dirname(os.path.abspath(prefix))
+    if not os.path.exists(directory):
+        parent = directory
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise FileError("cannot write %s %r: %r is a file, not a directory"
+                            % (what, prefix, parent))
+        raise FileError("cannot write %s %r: directory %r does not exist" % (what, prefix,
+                                                                            directory))
+    if not os.path.isdir(directory):
+        raise FileError("cannot write %s %r: %r is not a directory" % (what, prefix, directory))
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise FileError("cannot write %s %r: directory %r does not take new files (%s)"
+                        % (what, prefix, directory, e.strerror or e)) from None
+    return prefix
+
+
 def write_checkpoint(prefix: str, tensors: Dict[str, object]) -> str:
     """Write ``{name: value}`` as a TF name-based checkpoint (readable by mtf/TF1 savers)."""
-    names = sorted(tensors)
-    values = [tf.convert_to_tensor(tensors[n]) for n in names]
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=values)
+    if not isinstance(tensors, dict) or not tensors:
+        raise ConfigError("write_checkpoint: expected a non-empty {name: value} dict, got %.80r"
+                          % (tensors,))
+    prefix = check_writable_prefix(prefix)
+    names = sorted(tensors, key=str)
+    values = []
+    for n in names:
+        if not isinstance(n, str) or not n:
+            raise WrongTypeError("write_checkpoint: variable names must be non-empty strings, "
+                                 "got %r" % (n,))
+        value = tensors[n]
+        if not isinstance(value, (tf.Tensor, tf.Variable)):
+            value = checked_array(n, value, "write_checkpoint")
+        values.append(tf.convert_to_tensor(value))
+    try:
+        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                          tensors=values)
+    except tf.errors.OpError as e:
+        raise FileError("cannot write checkpoint %r: %s" % (prefix, _first_line(e))) from None
     return prefix
 
 
 def save_layer_to_checkpoint(layer, prefix: str, scope: str = "") -> str:
     """Write the layer's weights under mtf's names (``scope`` + ``wi/kernel`` ...)."""
+    variables = layer.mtf_variables()
+    if not variables:
+        raise ConfigError("%s has no variables yet: call it once or layer.build(input_shape) "
+                          "before saving it" % getattr(layer, "layer_name", type(layer).__name__))
     scope = normalize_scope(scope)
-    return write_checkpoint(prefix, {scope + name: var for name, var in
-                                     layer.mtf_variables().items()})
+    return write_checkpoint(prefix, {scope + name: var for name, var in variables.items()})

@@ -25,12 +25,13 @@ what was ignored (with file and line) and which values came from defaults.
 """
 
 import os
+import tokenize
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from gin import config_parser
 
-from namedmesh.errors import ConfigError
+from namedmesh.errors import ConfigError, FileError, WrongTypeError
 from namedmesh.porting.mtf_catalog import MTF, REQUIRED, Catalog, Configurable
 from namedmesh.porting.ported import Source
 
@@ -149,6 +150,38 @@ class MissingValue(ConfigError):
                          % (where + "/" if where else "", configurable, arg))
 
 
+def text_line_of(path: str, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in the file ``path``."""
+    with open(path, "rb") as f:
+        return f.read(offset).count(b"\n") + 1
+
+
+def unclosed_bracket(text: str):
+    """``(bracket, line)`` of the first bracket of ``text`` that is never closed, skipping
+    strings and comments; None if every bracket closes."""
+    stack, quote = [], None
+    for number, line in enumerate(text.splitlines(), 1):
+        i = 0
+        while i < len(line):
+            ch = line[i]
+            if quote:
+                if ch == "\\":
+                    i += 1
+                elif ch == quote:
+                    quote = None
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "([{":
+                stack.append((ch, number))
+            elif ch in ")]}" and stack:
+                stack.pop()
+            i += 1
+        quote = None   # gin strings do not span lines
+    return stack[0] if stack else None
+
+
 class GinConfig:
     """The bindings of gin files and ``--gin_param`` strings, read lazily as gin does."""
 
@@ -167,14 +200,18 @@ class GinConfig:
     def find_file(self, name: str, include_from: Optional[Source] = None) -> str:
         """The path gin opens for ``name``: absolute as is, else the first of the working
         directory and the search paths that has it."""
+        if not isinstance(name, str) or not name:
+            raise WrongTypeError("a gin file name must be a non-empty string, got %r" % (name,))
         prefixes = [""] if os.path.isabs(name) else self.search_paths
+        where = "%s: " % include_from if include_from else ""
         for prefix in prefixes:
             path = os.path.join(prefix, name)
             if os.path.isfile(path):
                 return path
-        where = "%s: " % include_from if include_from else ""
+            if os.path.isdir(path):
+                raise FileError("%sgin file %r is a directory, not a file" % (where, path))
         searched = ", ".join(repr(p or ".") for p in prefixes)
-        raise ConfigError("%sgin file %r not found (gin looks in the working directory and "
+        raise FileError("%sgin file %r not found (gin looks in the working directory and "
                           "the search paths, not beside the including file; searched %s; add "
                           "one with --gin_location_prefix)" % (where, name, searched))
 
@@ -188,9 +225,14 @@ class GinConfig:
         try:
             with open(path) as f:
                 text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError("%s: cannot read gin file %r: %s"
-                              % (include_from or path, name, e)) from None
+        except UnicodeDecodeError as e:
+            line = text_line_of(path, e.start)
+            raise FileError("%s: cannot read gin file %r: it is not UTF-8 text (byte 0x%02x at "
+                            "line %d)" % (include_from or path, name, e.object[e.start], line)
+                            ) from None
+        except OSError as e:
+            raise FileError("%s: cannot read gin file %r: %s"
+                            % (include_from or path, name, e.strerror or e)) from None
         for stmt in self._statements(text, path):
             source = Source(path, stmt.location.line_num)
             if isinstance(stmt, config_parser.IncludeStatement):
@@ -210,13 +252,29 @@ class GinConfig:
                 self._add(stmt, source)
 
     def _statements(self, text: str, origin: str):
+        def where(line):
+            return "%s:%d" % (origin, line) if line and not origin.startswith("--") else origin
+
         try:
             return list(config_parser.ConfigParser(text, _Delegate()))
         except SyntaxError as e:
             line = getattr(e, "lineno", 0) or 0
-            where = "%s:%d" % (origin, line) if line and not origin.startswith("--") else origin
             detail = (e.msg or "").splitlines()[0] if e.msg else "invalid syntax"
-            raise ConfigError("%s: gin syntax error: %s" % (where, detail)) from None
+            if "malformed node or string" in detail:
+                lines = text.splitlines()
+                statement = lines[line - 1].strip() if 0 < line <= len(lines) else text.strip()
+                detail = ("the value of %r is not a Python literal (number, string, list, dict, "
+                          "True/False/None), a @reference or a %%MACRO" % statement)
+            raise ConfigError("%s: gin syntax error: %s" % (where(line), detail)) from None
+        except tokenize.TokenError as e:   # gin's tokenizer: an unclosed bracket or string
+            opened = unclosed_bracket(text)
+            if opened is None:
+                raise ConfigError("%s: gin syntax error: %s" % (where(0), e.args[0])) from None
+            char, line = opened
+            raise ConfigError("%s: gin syntax error: %r opened here is never closed (the end of "
+                              "the %s came first)" % (where(line), char, "parameter" if
+                                                      origin.startswith("--") else "file")
+                              ) from None
 
     def _add(self, stmt, source: Source):
         if isinstance(stmt, config_parser.ImportStatement):

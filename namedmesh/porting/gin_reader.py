@@ -30,10 +30,12 @@ bindings alone) ports its MoE layers and says what is missing.
 """
 
 import functools
+import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from namedmesh.errors import ConfigError, NamedMeshError
+from namedmesh.core.checks import check_path
+from namedmesh.errors import ConfigError, NamedMeshError, WrongTypeError
 from namedmesh.porting.gin_config import MACRO, GinConfig, MissingValue, RefValue, Value
 from namedmesh.porting.mtf_catalog import MTF, TRANSFORMER, UTILS
 from namedmesh.porting.ported import (Ignored, PortedConfig, PortedLayer, ReadValue, Source)
@@ -95,8 +97,10 @@ def tpu_mesh_shape(tpu_topology, model_parallelism, ensemble_parallelism=None,
             chips = [int(x) for x in re.split("_twisted|_untwisted", tpu_topology)[0].split("x")]
             num_cores = functools.reduce(lambda a, b: a * b, chips) * logical_cores_per_chip
     except ValueError:
+        num_cores = 0
+    if num_cores < 1:
         raise ConfigError("%stpu_topology = %r: expected 'v<gen>-<cores>' (e.g. 'v3-8') or "
-                          "'<x>x<y>[x<z>]' chips (e.g. '4x4')" % (where, tpu_topology)) from None
+                          "'<x>x<y>[x<z>]' chips (e.g. '4x4')" % (where, tpu_topology))
     if isinstance(model_parallelism, (list, tuple)):
         names = [p[0] for p in model_parallelism]
         sizes = [None if p[1] is None else functools.reduce(lambda a, b: a * b, p[1], 1)
@@ -562,7 +566,17 @@ def read_gin(files: Union[str, Sequence[str]], params: Sequence[str] = (),
     """Port gin files (read in order) and ``--gin_param`` strings as mtf's main.py would run
     them; ``search_paths`` are ``--gin_location_prefix`` es; ``tpu_topology`` binds
     ``utils.tpu_mesh_shape.tpu_topology``; ``mesh`` / ``layout`` replace the run's."""
-    files = [files] if isinstance(files, str) else list(files)
+    files = [files] if isinstance(files, (str, os.PathLike)) else files
+    if not isinstance(files, (list, tuple)) or not files:
+        raise WrongTypeError("read_gin: expected a gin file path or a list of them, got %r"
+                             % (files,))
+    files = [check_path(f, "read_gin") for f in files]
+    if isinstance(params, str):
+        params = [params]
+    for p in params:
+        if not isinstance(p, str):
+            raise WrongTypeError("read_gin: each gin param must be a string such as "
+                                 "'MoE1D.num_experts = 8', got %r" % (p,))
 
     def parse() -> GinConfig:
         gin = GinConfig(search_paths)

@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from namedmesh.errors import ConfigError, NamedMeshError
 from namedmesh.moe.config import HPARAMS_V1, HPARAMS_V2, MoE1DConfig, MoE2DConfig
+from namedmesh.porting.files import read_text_file
 from namedmesh.porting.ported import (Ignored, PortedConfig, PortedLayer, ReadValue, Source)
 from namedmesh.transformer.spec import (DenseReluDenseConfig, EncDecAttentionConfig,
                                         LayerSpec, LayerStackSpec, LEGACY_SUBLAYERS,
@@ -68,11 +69,7 @@ def load_hparams(source) -> Tuple[Dict[str, Any], str, str]:
     if not isinstance(source, str):
         raise ConfigError("hparams: expected an HParams object, a dict or a JSON file path, "
                           "got %s" % type(source).__name__)
-    try:
-        with open(source) as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError("hparams file %r: %s" % (source, e.strerror)) from None
+    text = read_text_file(source, "hparams file")
     try:
         values = json.loads(text)
     except json.JSONDecodeError as e:

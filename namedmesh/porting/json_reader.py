@@ -28,6 +28,7 @@ from typing import Any, Dict, Optional
 
 from namedmesh.errors import ConfigError, NamedMeshError
 from namedmesh.moe.config import HPARAMS_V1, MoE1DConfig
+from namedmesh.porting.files import read_text_file
 from namedmesh.porting.ported import (Ignored, PortedConfig, PortedLayer, ReadValue, Source)
 from namedmesh.transformer.spec import (DenseReluDenseConfig, LayerSpec, LayerStackSpec,
                                         LocalSelfAttentionConfig, ModelSpec, SelfAttentionConfig,
@@ -56,11 +57,7 @@ def _line_of(text: str, key: str) -> int:
 
 class _Json:
     def __init__(self, path: str):
-        try:
-            with open(path) as f:
-                self.text = f.read()
-        except OSError as e:
-            raise ConfigError("config file %r: %s" % (path, e.strerror)) from None
+        self.text = read_text_file(path, "config file")
         try:
             self.values = json.loads(self.text)
         except json.JSONDecodeError as e:
@@ -282,12 +279,30 @@ def read_mtf_bert(path: str, mesh_shape: Optional[str] = None, layout: Optional[
                 "moe_intermediate_size": 6144, "vocab_size": None,
                 "max_position_embeddings": 512, "position_signal": "embedding"}
 
+    optional_ints = ("attention_head_size", "vocab_size")
+
     def get(key):
         if key in values:
             cfg.read.add(key)
             original = next((o for o, n in renames.items() if n == key and o in cfg.values), key)
-            p.values.append(ReadValue(key, values[key], cfg.source(original)))
-            return values[key]
+            value, default = values[key], defaults[key]
+            kind = int if key in optional_ints else type(default)
+            kinds = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}[kind]
+            if key == "block_layers":
+                kinds = (str, list)   # "attention,feedforward" or a list of names
+            if not (value is None and key in optional_ints) and (
+                    not isinstance(value, kinds) or (kind is not bool and isinstance(value, bool))
+                    or (kind is int and value < 1)):
+                expected = {int: "a positive integer", float: "a number", str: "a string",
+                            bool: "true or false"}[kind]
+                if kinds == (str, list):
+                    expected += " or a list"
+                if key in optional_ints:
+                    expected += " or null"
+                raise ConfigError("%s: %s = %r: expected %s"
+                                  % (cfg.source(original), original, value, expected))
+            p.values.append(ReadValue(key, value, cfg.source(original)))
+            return value
         p.values.append(ReadValue(key, defaults[key], None, "mtf BertConfig default"))
         return defaults[key]
 

@@ -78,6 +78,9 @@ class PortedLayer:
 
     def build(self):
         from namedmesh import moe
+        if self.kind not in ("MoE1D", "MoE2D"):
+            raise ConfigError("PortedLayer %s: kind must be 'MoE1D' or 'MoE2D', got %r"
+                              % (self.scope or "<root>", self.kind))
         return getattr(moe, self.kind)(**self.kwargs)
 
     @property
@@ -137,6 +140,20 @@ class PortedConfig:
 
     def build_layers(self):
         return [layer.build() for layer in self.layers]
+
+    def build_model(self, vocab_size: Optional[int] = None,
+                    input_vocab_size: Optional[int] = None,
+                    output_vocab_size: Optional[int] = None, seed: int = 0):
+        """The whole model the config describes, a ``namedmesh.transformer.TransformerModel``
+        (vocab sizes: the run's vocabulary's, which configs rarely hold)."""
+        if self.model is None:
+            why = [r for r in self.reports if r.startswith("not a whole")]
+            raise ConfigError("%s does not describe a whole model%s" % (
+                self.path, ": " + why[0] if why else " (only MoE layers; build_layers() "
+                                                       "builds them)"))
+        from namedmesh.transformer.build import build_model
+        return build_model(self.model, vocab_size=vocab_size, input_vocab_size=input_vocab_size,
+                           output_vocab_size=output_vocab_size, seed=seed)
 
     def default_input_shape(self, layer: PortedLayer, d_model: int = 64) -> str:
         """The layer's input as the config sizes it (its batch, length and d_model); for a

@@ -214,6 +214,10 @@ def port_report(config: PortedConfig, checkpoint: Optional[str] = None, check: b
                                              config.mesh_shape or "", config.layout or ""))
                      for spec, members in distinct]
         checked = check_layers(config, shapes, checkpoint, scopes) if check else None
+        whole = None
+        if check and checkpoint:   # a checkpoint of the whole model: load it all, run a batch
+            from namedmesh.transformer.running import check_whole_model
+            whole = check_whole_model(config, checkpoint)
     defaults = grouped_defaults(config)
     if fmt == "json":
         return json.dumps({
@@ -243,6 +247,7 @@ def port_report(config: PortedConfig, checkpoint: Optional[str] = None, check: b
                        "stats": {k: {kk: np.asarray(vv).tolist() for kk, vv in v.items()}
                                  for k, v in c[3].numpy().items()}}
                       for c in checked] if checked else None,
+            "check_model": {k: v for k, v in whole.items() if k != "lines"} if whole else None,
         }, indent=2, default=repr)
     lines = ["# ported from %s (%s)" % (config.path, config.source_format or "config"), "",
              "## model", ""] + _model_lines(config)
@@ -280,4 +285,9 @@ def port_report(config: PortedConfig, checkpoint: Optional[str] = None, check: b
         for label, shape, loss, stats in checked:
             lines.append("%s: output %s, aux loss %.6f" % (label, list(shape), loss))
             lines += ["  " + s for s in stats.summary().splitlines()]
+    if whole:
+        lines += ["", "## check: the whole model from the checkpoint", "",
+                  "%s: loaded all %d variables by name; one eval batch of random ids %s"
+                  % (whole["model"], whole["variables"], whole["batch"])]
+        lines += ["  " + line for line in whole["lines"]]
     return "\n".join(lines).rstrip() + "\n"

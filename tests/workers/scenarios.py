@@ -159,4 +159,52 @@ def mismatch(strategy, task_id, args):
                 again=np.array(again))
 
 
-SCENARIOS = {"rank_probe": rank_probe, "moe2d": moe2d, "mismatch": mismatch}
+# -- a Keras model with namedmesh layers in a custom training loop ---------------------------
+KERAS_STEPS = 3
+
+
+def keras_loop(strategy, task_id, args):
+    """namedmesh.keras.example's model on mesh b0:2;b1:2 over every worker's replicas:
+    ``KERAS_STEPS`` steps of a custom loop (strategy.run, Keras's compute_loss, the
+    optimizer), replica r on rows [r*B/R, (r+1)*B/R) of each global batch (a worker's
+    replicas take its dataset's elements in turn); then ``model.evaluate``-style loss.
+
+    (Keras 3.15's ``model.fit`` cannot run under MultiWorkerMirroredStrategy on TF 2.21
+    for any model: its first-batch ``strategy.reduce`` of the (x, y) pair raises; see
+    docs/keras.md.)"""
+    from namedmesh.keras.example import LAYOUT, MESH_SHAPE, ToyTask, build_model
+    task = ToyTask()
+    mesh = nm.Mesh(MESH_SHAPE, LAYOUT, strategy=strategy, collective_timeout=None)
+    with strategy.scope():
+        model = build_model(task, mesh)
+        model.optimizer.build(model.trainable_weights)
+    x, y = task.data(KERAS_STEPS)
+
+    def dataset_fn(context):
+        replicas, workers = context.num_replicas_in_sync, context.num_input_pipelines
+        local = replicas // workers
+        per = task.batch // replicas
+        order = [step * task.batch + (context.input_pipeline_id * local + k) * per + i
+                 for step in range(KERAS_STEPS) for k in range(local) for i in range(per)]
+        return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(
+            per, drop_remainder=True)
+
+    @tf.function(autograph=False)
+    def train_step(batch):
+        def replica(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = model.compute_loss(xb, yb, model(xb, training=True), training=True)
+            grads = tape.gradient(loss, model.trainable_weights)
+            model.optimizer.apply_gradients(zip(grads, model.trainable_weights))
+            return loss
+        return strategy.reduce("SUM", strategy.run(replica, args=batch), axis=None)
+
+    batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    losses = [float(train_step(next(batches))) for _ in range(KERAS_STEPS)]
+    out = {"losses": np.array(losses)}
+    out.update({"weight/" + w.path: w.numpy() for w in model.trainable_weights})
+    return out
+
+
+SCENARIOS = {"rank_probe": rank_probe, "moe2d": moe2d, "mismatch": mismatch,
+             "keras_loop": keras_loop}

@@ -233,6 +233,10 @@ def main():
                         help="restore this checkpoint (e.g. one namedmesh wrote) into mtf's model "
                              "of the one --case checkpoint case, and compare mtf's eval logits "
                              "with that case's committed golden")
+    parser.add_argument("--expect-logits", metavar="FILE.npy",
+                        help="with --verify-checkpoint: compare mtf's eval logits with these "
+                             "(e.g. what namedmesh computes from a checkpoint it trained and "
+                             "saved) instead of the golden's")
     args = parser.parse_args()
     everything = dict(CASES, **CHECKPOINT_CASES)
     if args.list:
@@ -242,7 +246,8 @@ def main():
     if args.verify_checkpoint:
         if len(args.case) != 1 or args.case[0] not in CHECKPOINT_CASES:
             parser.error("--verify-checkpoint needs one --case of %s" % sorted(CHECKPOINT_CASES))
-        sys.exit(verify_checkpoint(args.case[0], args.verify_checkpoint, args.out))
+        sys.exit(verify_checkpoint(args.case[0], args.verify_checkpoint, args.out,
+                                   expected=args.expect_logits))
     names = list(everything) if args.all else args.case
     unknown = [n for n in names if n not in everything]
     if unknown or not names:

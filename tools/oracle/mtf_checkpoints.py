@@ -214,14 +214,17 @@ def make_checkpoint_case(name, case, out_dir):
     print("  prompts\n%s\n  greedy tokens\n%s" % (prompts, tokens))
 
 
-def verify_checkpoint(name, prefix, out_dir):
-    """mtf reads the checkpoint and computes the golden's eval logits from it (exit status 0)."""
+def verify_checkpoint(name, prefix, out_dir, expected=None):
+    """mtf reads the checkpoint and computes the golden's eval logits from it (exit status 0);
+    with ``expected`` (a .npy of logits for the golden's eval batch), those logits instead."""
     golden = np.load(os.path.join(out_dir, name + ".npz"))
     case = CHECKPOINT_CASES[name]
     arrays = {k: golden[k] for k in ("targets", "inputs", "sequence_id") if k in golden}
     out, _ = eval_from_checkpoint(case, prefix, arrays)
-    error = float(np.abs(out["logits"] - golden["eval/logits"]).max())
-    print("mtf restored %s into %s's model: max |logits - golden| = %.3g" % (prefix, name, error))
+    want = golden["eval/logits"] if expected is None else np.load(expected)
+    error = float(np.abs(out["logits"] - want).max())
+    print("mtf restored %s into %s's model: max |logits - %s| = %.3g"
+          % (prefix, name, "golden" if expected is None else expected, error))
     return 0 if error <= 2e-5 else 1
 
 
