@@ -92,12 +92,13 @@ def test_each_replica_reads_and_writes_its_own_variable_component():
                               aggregation=tf.VariableAggregation.SUM)
     for r, component in enumerate(v.values):
         component.assign(tf.fill([3], float(r + 1)))
+    shared = tf.Variable(1.0)   # read (not written) by every replica: stays one program
     traces = []
 
     def program(x):
         traces.append(1)
         with tf.GradientTape() as tape:
-            y = tf.reduce_sum(v * x)
+            y = tf.reduce_sum(v * x) * shared
         counter.assign_add(tf.reduce_sum(v))
         total = nm.export_to_tf_tensor(nm.reduce_sum(
             nm.import_tf_tensor(mesh, tf.reshape(tf.reduce_sum(v), [1]) * tf.ones([4]),

@@ -107,25 +107,27 @@ class SpmdProgram:
         local = self.mesh.processor_map.local_replicas or range(self.mesh.size)
         tokens = {id(impl.ordering_token(r).handle) for r in local}
         spec = tf.TensorSpec([], tf.resource)
-        shared = []
+        replaced, shared = [], []
         for index, (external, internal) in enumerate(concrete.graph.captures):
             if external.dtype != tf.resource or tf.is_symbolic_tensor(external):
                 continue
             container = getattr(external, "_distributed_container", None)
             if container is not None and container() is not None:
-                closure = _component_of(container())
+                replaced.append((external, internal, _component_of(container())))
             elif id(external) in tokens:
-                closure = _token_of(impl)
+                replaced.append((external, internal, _token_of(impl)))
             else:
                 shared.append((index, external))
-                continue
-            concrete.replace_capture_with_deferred_capture(external, closure, spec=spec,
-                                                           placeholder=internal)
+        # which shared resources the program writes: asked before any capture is replaced
+        # (a deferred capture moves the function's inputs, and with them the indices)
         written = _written_captures(concrete, [i for i, _ in shared])
         if written:
             raise PerReplicaOnly("the program writes resource(s) every replica shares (%s); "
                                  "one program called by every replica would serialise the "
                                  "replicas" % ", ".join(str(shared[i][1].device) for i in written))
+        for external, internal, closure in replaced:
+            concrete.replace_capture_with_deferred_capture(external, closure, spec=spec,
+                                                           placeholder=internal)
 
 
 def _component_of(variable):
