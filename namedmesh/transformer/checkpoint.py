@@ -75,14 +75,20 @@ def check_against(model, stored: Dict[str, List[int]], prefix: str):
                           % (prefix, len(expected), "; ".join(problems)))
 
 
-def load_checkpoint(model, prefix: str, mesh=None, batch_dims=None):
-    """Build ``model`` with the checkpoint's values (see the module); returns the model."""
+def resolve_checkpoint_prefix(prefix: str) -> str:
+    """``prefix`` itself, or for a directory the newest checkpoint its state file names."""
     if os.path.isdir(prefix):
         latest = tf.train.latest_checkpoint(prefix)
         if latest is None:
             raise ConfigError("directory %r holds no checkpoint (no 'checkpoint' state file)"
                               % prefix)
-        prefix = latest
+        return latest
+    return prefix
+
+
+def load_checkpoint(model, prefix: str, mesh=None, batch_dims=None):
+    """Build ``model`` with the checkpoint's values (see the module); returns the model."""
+    prefix = resolve_checkpoint_prefix(prefix)
     stored = checkpoint_variables(prefix)
     arrays = read_model_arrays(prefix)
     if not model._built:

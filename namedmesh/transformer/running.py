@@ -55,14 +55,8 @@ def vocab_sizes_from_checkpoint(prefix: str, spec) -> Dict[str, int]:
 def load_ported_model(config, prefix: str, mesh=None, vocab_size: Optional[int] = None,
                       seed: int = 0):
     """The config's whole model with every variable of the checkpoint ``prefix``."""
-    import os
-    import tensorflow as tf
-    if os.path.isdir(prefix):
-        latest = tf.train.latest_checkpoint(prefix)
-        if latest is None:
-            raise ConfigError("directory %r holds no checkpoint (no 'checkpoint' state file)"
-                              % prefix)
-        prefix = latest
+    from namedmesh.transformer.checkpoint import resolve_checkpoint_prefix
+    prefix = resolve_checkpoint_prefix(prefix)
     if config.model is None:
         config.build_model()   # raises, saying why the config is not a whole model
     sizes = ({"input_vocab_size": vocab_size, "output_vocab_size": vocab_size}
