@@ -374,6 +374,72 @@ class TransformerModel(tf.Module):
         return self.network.sample_autoregressive(ids, temperature=temperature, seed=seed,
                                                   **kwargs)
 
+    # -- SavedModel -------------------------------------------------------------------------
+    def serving(self, batch_size: int, length: int, mesh=None, inputs_length: Optional[int] = None,
+                outer_batch: Optional[int] = None, decode: bool = True, **decode_kwargs):
+        """A ``namedmesh.plain.serving.ServingModule`` of this model on plain int32 ids
+        (``.save(path)`` writes the SavedModel; ``served(targets=ids)`` calls it checked).
+
+        Signatures (shapes fixed: named dims are static):
+
+            serving_default   language model: targets [batch, length] -> logits
+                              [batch, length, vocab]; Bitransformer: inputs [batch,
+                              inputs_length], targets [batch, length] -> logits
+            decode            language model: prompts [batch, length] -> tokens [batch,
+                              length] (greedy, ``model.decode``'s ``decode_kwargs``);
+                              Bitransformer: inputs -> tokens [batch, length]
+            describe          {"doc": serving_default's doc, <signature>: its doc}
+
+        The batch axis is ``[outer_batch, batch]`` when ``outer_batch`` is given; ``vocab``
+        is the padded vocabulary.  Ids outside the vocabulary fail at run time with the
+        feature's name.  ``mesh``: a placement mesh (default: one device).
+        """
+        from namedmesh.plain.serving import ServedInput, ServingModule
+        from namedmesh.mesh.mesh import Mesh
+        check_number(batch_size, "serving: batch_size", minimum=1, integer=True)
+        check_number(length, "serving: length", minimum=1, integer=True)
+        if self.is_bitransformer:
+            check_number(inputs_length if inputs_length is not None else length,
+                         "serving: inputs_length", minimum=1, integer=True)
+        elif inputs_length is not None:
+            raise ConfigError("serving: inputs_length is for a Bitransformer; a language "
+                              "model takes targets only")
+        if outer_batch is not None:
+            check_number(outer_batch, "serving: outer_batch", minimum=1, integer=True)
+        mesh = mesh if mesh is not None else Mesh()
+        self.build()
+        rows = batch_size * (outer_batch or 1)
+        batch_axis = ("batch",) if outer_batch is None else \
+            (("outer_batch:%d" % outer_batch, "batch"),)
+
+        def ids_input(key, size):
+            vocab = self._vocab_of_feature(key if key != "prompts" else "targets")
+            return ServedInput(key, batch_axis + ("length",), [rows, size], tf.int32,
+                               check=lambda x: check_ids_in_vocab(key, x, vocab))
+
+        targets = ids_input("targets", length)
+        if self.is_bitransformer:
+            encoder_inputs = ids_input("inputs", inputs_length or length)
+
+            def logits(inputs, targets):
+                features = {"inputs": inputs, "targets": targets}
+                return {"logits": self(mesh, features, compute_loss=False).logits}
+
+            served = ServingModule(logits, [self], mesh=mesh, inputs=[encoder_inputs, targets],
+                                   name="serving")
+            if decode:
+                served.add_signature("decode", lambda inputs: {"tokens": self.decode(
+                    mesh, inputs, max_decode_length=length, **decode_kwargs)},
+                    [encoder_inputs])
+            return served
+        served = ServingModule(lambda targets: {"logits": self(
+            mesh, {"targets": targets}, compute_loss=False).logits}, [self], mesh=mesh,
+            inputs=[targets], name="serving")
+        if decode:
+            served.add_signature("decode", lambda prompts: {"tokens": self.decode(
+                mesh, prompts, **decode_kwargs)}, [ids_input("prompts", length)])
+        return served
+
     # -- checkpoints ------------------------------------------------------------------------
     def load_checkpoint(self, prefix: str, mesh=None, batch_dims=None):
         """Set every variable from a TF1 checkpoint written by mtf (or by ``save_checkpoint``);
