@@ -376,7 +376,8 @@ class TransformerModel(tf.Module):
 
     # -- SavedModel -------------------------------------------------------------------------
     def serving(self, batch_size: int, length: int, mesh=None, inputs_length: Optional[int] = None,
-                outer_batch: Optional[int] = None, decode: bool = True, **decode_kwargs):
+                outer_batch: Optional[int] = None, features: Optional[Sequence[str]] = None,
+                decode: bool = True, **decode_kwargs):
         """A ``namedmesh.plain.serving.ServingModule`` of this model on plain int32 ids
         (``.save(path)`` writes the SavedModel; ``served(targets=ids)`` calls it checked).
 
@@ -386,58 +387,65 @@ class TransformerModel(tf.Module):
                               [batch, length, vocab]; Bitransformer: inputs [batch,
                               inputs_length], targets [batch, length] -> logits
             decode            language model: prompts [batch, length] -> tokens [batch,
-                              length] (greedy, ``model.decode``'s ``decode_kwargs``);
-                              Bitransformer: inputs -> tokens [batch, length]
+                              length] (greedy unless ``decode_kwargs`` say otherwise: they
+                              are ``decode``'s); Bitransformer: inputs -> tokens [batch,
+                              length]
             describe          {"doc": serving_default's doc, <signature>: its doc}
 
-        The batch axis is ``[outer_batch, batch]`` when ``outer_batch`` is given; ``vocab``
-        is the padded vocabulary.  Ids outside the vocabulary fail at run time with the
-        feature's name.  ``mesh``: a placement mesh (default: one device).
+        ``features``: the inputs of ``serving_default``, mtf's feature names (default
+        ``targets``; ``inputs`` and ``targets`` for a Bitransformer), e.g. ``("targets",
+        "sequence_id")``; a Bitransformer's ``encoder_*`` features are ``inputs_length``
+        long.  The batch axis is ``[outer_batch, batch]`` when ``outer_batch`` is given;
+        ``vocab`` is the padded vocabulary.  Ids outside the vocabulary fail at run time
+        naming the feature.  ``mesh``: a placement mesh (default: one device).
         """
-        from namedmesh.plain.serving import ServedInput, ServingModule
         from namedmesh.mesh.mesh import Mesh
+        from namedmesh.plain.serving import ServedInput, ServingModule
         check_number(batch_size, "serving: batch_size", minimum=1, integer=True)
         check_number(length, "serving: length", minimum=1, integer=True)
         if self.is_bitransformer:
-            check_number(inputs_length if inputs_length is not None else length,
-                         "serving: inputs_length", minimum=1, integer=True)
+            inputs_length = length if inputs_length is None else inputs_length
+            check_number(inputs_length, "serving: inputs_length", minimum=1, integer=True)
         elif inputs_length is not None:
             raise ConfigError("serving: inputs_length is for a Bitransformer; a language "
-                              "model takes targets only")
+                              "model's features are all [batch, length]")
         if outer_batch is not None:
             check_number(outer_batch, "serving: outer_batch", minimum=1, integer=True)
+        allowed = BI_FEATURES if self.is_bitransformer else LM_FEATURES
+        required = ["inputs", "targets"] if self.is_bitransformer else ["targets"]
+        features = list(required if features is None else features)
+        unknown = [k for k in features if k not in allowed]
+        missing = [k for k in required if k not in features]
+        if unknown or missing or len(set(features)) != len(features):
+            raise ConfigError("serving: features %s: %s (a %s takes some of %s, with %s)"
+                              % (features, "unknown %s" % unknown if unknown else
+                                 "%s missing" % missing if missing else "repeated",
+                                 self.kind, list(allowed), required))
         mesh = mesh if mesh is not None else Mesh()
         self.build()
         rows = batch_size * (outer_batch or 1)
         batch_axis = ("batch",) if outer_batch is None else \
             (("outer_batch:%d" % outer_batch, "batch"),)
 
-        def ids_input(key, size):
-            vocab = self._vocab_of_feature(key if key != "prompts" else "targets")
+        def served_input(key):
+            encoder = self.is_bitransformer and (key == "inputs" or key.startswith("encoder_"))
+            size = inputs_length if encoder else length
+            vocab = self._vocab_of_feature("targets" if key == "prompts" else key)
             return ServedInput(key, batch_axis + ("length",), [rows, size], tf.int32,
                                check=lambda x: check_ids_in_vocab(key, x, vocab))
 
-        targets = ids_input("targets", length)
-        if self.is_bitransformer:
-            encoder_inputs = ids_input("inputs", inputs_length or length)
+        def logits(*named):
+            out = self(mesh, dict(zip(features, named)), compute_loss=False)
+            return {"logits": out.logits}
 
-            def logits(inputs, targets):
-                features = {"inputs": inputs, "targets": targets}
-                return {"logits": self(mesh, features, compute_loss=False).logits}
-
-            served = ServingModule(logits, [self], mesh=mesh, inputs=[encoder_inputs, targets],
-                                   name="serving")
-            if decode:
-                served.add_signature("decode", lambda inputs: {"tokens": self.decode(
-                    mesh, inputs, max_decode_length=length, **decode_kwargs)},
-                    [encoder_inputs])
-            return served
-        served = ServingModule(lambda targets: {"logits": self(
-            mesh, {"targets": targets}, compute_loss=False).logits}, [self], mesh=mesh,
-            inputs=[targets], name="serving")
+        served = ServingModule(logits, [self], mesh=mesh, name="serving",
+                               inputs=[served_input(k) for k in features])
         if decode:
-            served.add_signature("decode", lambda prompts: {"tokens": self.decode(
-                mesh, prompts, **decode_kwargs)}, [ids_input("prompts", length)])
+            key = "inputs" if self.is_bitransformer else "prompts"
+            if self.is_bitransformer:
+                decode_kwargs.setdefault("max_decode_length", length)
+            served.add_signature("decode", lambda ids: {"tokens": self.decode(
+                mesh, ids, **decode_kwargs)}, [served_input(key)])
         return served
 
     # -- checkpoints ------------------------------------------------------------------------
