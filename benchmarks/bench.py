@@ -67,7 +67,18 @@ def configurations(args):
                                                       dispatch]))
             runs.append((("floor", group, mesh, "-", "-"), sys.executable, STEP_SCRIPT,
                          base + ["--floor"]))
+    if args.scaling_mesh and "strategy" in args.executors:
+        group = scaling_group(args)
+        base = common + ["--group-size", str(group), "--mesh", args.scaling_mesh]
+        runs.append((("namedmesh", group, args.scaling_mesh, "strategy", args.dispatch[0]),
+                     sys.executable, STEP_SCRIPT,
+                     base + ["--executor", "strategy", "--dispatch", args.dispatch[0]]))
     return runs, mtf_python
+
+
+def scaling_group(args) -> int:
+    """The group size of the first-call scaling run (the middle one of the grid)."""
+    return sorted(args.groups)[len(args.groups) // 2]
 
 
 def _s(v, fmt="%.3f"):
@@ -172,10 +183,25 @@ def acceptance(results, args):
                 nm = med("namedmesh", group, mesh, executor, dispatch)
                 mtf = med("mtf", group, mesh, "mtf")
                 if nm and mtf:
-                    out.append("  %s %s, group %d: first call %.1f s vs mtf build+lower %.1f s "
-                               "(%.2f)" % (mesh or "1", executor, group, nm["first_call_s"],
-                                           mtf["build_and_lower_s"],
-                                           nm["first_call_s"] / mtf["build_and_lower_s"]))
+                    out.append(
+                        "  %s %s, group %d: first call %.1f s (variables %.1f + trace %.1f + "
+                        "first step %.1f) vs mtf build+lower %.1f s (%.2f; trace alone %.2f) "
+                        "and mtf's first call %.1f s (%.2f)"
+                        % (mesh or "1", executor, group, nm["first_call_s"], nm["build_s"],
+                           nm["trace_s"], nm["first_step_s"], mtf["build_and_lower_s"],
+                           nm["first_call_s"] / mtf["build_and_lower_s"],
+                           nm["trace_s"] / mtf["build_and_lower_s"], mtf["first_call_s"],
+                           nm["first_call_s"] / mtf["first_call_s"]))
+    if args.scaling_mesh and "strategy" in args.executors:
+        group = scaling_group(args)
+        four = med("namedmesh", group, mesh4, "strategy", dispatch)
+        eight = med("namedmesh", group, args.scaling_mesh, "strategy", dispatch)
+        if four and eight:
+            out.append("  strategy, group %d: first call on %s / on %s = %.1f s / %.1f s = %.2f "
+                       "(target <= 1.5); trace %.2f s / %.2f s"
+                       % (group, args.scaling_mesh, mesh4, eight["first_call_s"],
+                          four["first_call_s"], eight["first_call_s"] / four["first_call_s"],
+                          eight["trace_s"], four["trace_s"]))
     big = max(args.groups)
     for mesh in args.meshes:
         mtf = med("mtf", big, mesh, "mtf")
@@ -202,6 +228,9 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="a tiny workload (smoke run)")
     parser.add_argument("--no-mtf", action="store_true", help="skip mtf even if present")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
+    parser.add_argument("--scaling-mesh", default="b0:2;b1:4",
+                        help="a larger mesh on which the strategy executor's first call is "
+                             "compared with b0:2;b1:2's ('' to skip)")
     parser.add_argument("--json", help="also write every result to this file")
     args = parser.parse_args(argv)
     runs, mtf_python = configurations(args)

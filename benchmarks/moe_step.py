@@ -3,8 +3,10 @@
     python benchmarks/moe_step.py --mesh "b0:2;b1:2" --executor placement --group-size 1024
 
 Prints one ``BENCH_RESULT {json}`` line: the first call (layer build + trace + first
-step, TensorFlow's import excluded), the timed steps and their median, peak RSS and
-the dims the layer computed.  ``--floor`` times only the expert FFN (wi, relu, wo;
+step, TensorFlow's import excluded) and its three parts (``build_s``: the layer's
+variables, initial values drawn; ``trace_s``: the step traced into a TF graph, nothing
+run; ``first_step_s``: TensorFlow's instantiation, graph optimisation and the first
+run), the timed steps and their median, peak RSS and the dims the layer computed.  ``--floor`` times only the expert FFN (wi, relu, wo;
 forward and backward) on the same capacity slots, on one device: the floor a
 dispatcher and its collectives add to.  ``bench.py`` runs this once per configuration.
 """
@@ -60,15 +62,16 @@ def step_function(nm, tf, mesh, layer, shape):
 
 
 def build_step(nm, tf, args, w):
-    """(mesh, layer, shape, run) for the configuration; run(x, seed) runs one traced step."""
+    """(mesh, layer, shape, run) for the configuration; run(x, seed) runs one traced step
+    (``run.function``: the tf.function it calls, to trace it without running)."""
     mesh, layer, shape = build_layer(nm, tf, args, w)
     step = step_function(nm, tf, mesh, layer, shape)
-    if mesh.strategy is None:
-        def run(x, seed):
-            return mesh.run(step, x, seed, function=True)
-    else:
-        def run(x, seed):
-            return mesh.run(step, x, seed, reduce="sum")
+    reduce = "first" if mesh.strategy is None else "sum"
+
+    def run(x, seed):
+        return mesh.run(step, x, seed, reduce=reduce, function=True)
+
+    run.function = mesh.function(step, reduce=reduce)
     return mesh, layer, shape, run
 
 
@@ -109,14 +112,18 @@ def main(argv=None):
     import namedmesh as nm
     nm.configure_cpu_devices(max(mesh_size(args.mesh), 1))
 
+    x = tf.constant(np.random.RandomState(args.seed).randn(*input_sizes(w)).astype(np.float32))
+    seed = tf.constant(1, tf.int64)
     start = time.perf_counter()
     mesh, layer, shape, run = build_step(nm, tf, args, w)
     dims = nm.moe.dims.moe2d_dims(layer.config, shape, mesh, True)
-    x = tf.constant(np.random.RandomState(args.seed).randn(*input_sizes(w)).astype(np.float32))
     if args.floor:
         x, run = build_floor(tf, dims)
         start = time.perf_counter()
-    seed = tf.constant(1, tf.int64)
+    built = time.perf_counter()
+    function = getattr(run, "function", run)
+    function.get_concrete_function(x, seed)
+    traced = time.perf_counter()
     objective, check = run(x, seed)
     float(objective.numpy() + check.numpy())
     first_call = time.perf_counter() - start
@@ -131,6 +138,9 @@ def main(argv=None):
               "executor": args.executor, "mesh": args.mesh or "1", "processors":
               mesh_size(args.mesh), "group_size": args.group_size,
               "dispatch": layer.dispatcher_for(mesh).name, "first_call_s": first_call,
+              "build_s": built - start, "trace_s": traced - built,
+              "first_step_s": first_call - (traced - start),
+              "spmd_fallback": getattr(mesh, "spmd_fallback", None),
               "steps_s": steps, "median_s": median(steps), "peak_rss_mb": peak_rss_mb(),
               "objective": float(objective.numpy())}
     result.update(_dims_summary(dims))

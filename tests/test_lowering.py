@@ -224,7 +224,7 @@ def test_strategy_run_does_not_retrace():
     for i in range(3):
         x = np.full((4, 6), float(i), np.float32)
         np.testing.assert_allclose(mesh.run(fn, tf.constant(x)).numpy(), x.sum(0))
-    assert len(traces) == 4  # one trace, the replica function traced once per replica
+    assert len(traces) == 1  # one trace: one SPMD program for the four replicas
 
 
 def test_strategy_collectives_outside_tf_function_are_refused():

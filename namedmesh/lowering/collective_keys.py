@@ -20,9 +20,14 @@ from what the collective *is*, in one function, ``collective_keys``:
 
 ``H`` is BLAKE2b (stable across processes, unlike Python's ``hash``).  The
 *program* is the name of the traced function (a ``tf.function``'s name, its
-trace counter digits removed); the *position* counts this replica's
-collectives in that trace.  Keys below 2**24 are left to tf.distribute's own
-collectives, which count up from 1.
+trace counter digits removed, or the name ``set_program_name`` gave its graph);
+the *position* counts this replica's collectives in that trace.  A function
+graph nested in another (a ``tf.cond`` branch, a ``while_loop`` body, a
+``tf.function`` called inside) is a program of its own whose name is its
+path: ``step/cond_true@0`` is the first nested graph of ``step`` (that ran a
+collective) named ``cond_true``, ``step/cond_true@1`` the second; so two
+branches named alike never share keys.  Keys below 2**24 are left to
+tf.distribute's own collectives, which count up from 1.
 
 A collision (two different groups, or two different calls in one group, with
 one key) is detected within the process and reported as a ``CollectiveError``
@@ -33,10 +38,13 @@ a process-wide table, so a TensorFlow error that names the op (a timeout) can
 be turned into one that names the collective kind, mesh dims and group
 (``describe_op_names``).
 
-The keys depend on the replica only through its group's devices: a later
-single-trace SPMD executor can precompute, for each mesh dim, the table
-``[group key of replica r]`` and ``tf.gather`` it with a replica-id tensor;
-instance keys do not depend on the replica at all.
+The keys depend on the replica only through its group's devices: the
+single-trace SPMD program (``namedmesh.lowering.spmd``) precomputes, for each
+set of mesh dims, the table ``[group key of replica r]`` and ``tf.gather``s it
+with its replica-id tensor; instance keys do not depend on the replica at all.
+Such a collective is registered once for its *family* of groups
+(``spmd_collective_keys``): its op is named ``namedmesh_g<family key>_i<instance
+key>`` and described with all the groups.
 """
 
 import hashlib
@@ -91,32 +99,82 @@ def collective_keys(member_devices: Sequence[str], mesh_dims: Sequence[str], pro
     description: kept for error messages (``describe_op_names``).
     """
     devices = tuple(str(d) for d in member_devices)
-    dims = tuple(mesh_dims)
-    group_key = _stable_hash("group|%s|%s" % (",".join(devices), ",".join(dims)),
-                             GROUP_KEY_MIN, KEY_LIMIT)
+    key = group_key(devices, mesh_dims)
     signature = tuple(str(s) for s in signature)
-    instance_key = _stable_hash("instance|%s|%d|%s" % (program, position, "|".join(signature)),
-                                1, KEY_LIMIT)
+    instance = instance_key(program, position, signature)
+    _register_instance(key, instance, signature, "group %s" % list(devices), program, position,
+                       description)
+    return CollectiveKeys(key, instance)
+
+
+def group_key(member_devices: Sequence[str], mesh_dims: Sequence[str]) -> int:
+    """The group key of the group of ``member_devices`` (mesh order) along ``mesh_dims``;
+    a key derived for two different groups is a ``CollectiveError``."""
+    devices = tuple(str(d) for d in member_devices)
+    dims = tuple(mesh_dims)
+    key = _stable_hash("group|%s|%s" % (",".join(devices), ",".join(dims)),
+                       GROUP_KEY_MIN, KEY_LIMIT)
     with _lock:
-        known = _groups.setdefault(group_key, (devices, dims))
-        if known != (devices, dims):
-            raise CollectiveError(
-                "collective group key %d is derived for two different groups: %s along %s and "
-                "%s along %s; rename a mesh dim to change the key"
-                % (group_key, list(known[0]), list(known[1]), list(devices), list(dims)))
-        seen = _instances.setdefault((group_key, instance_key), signature)
-        if seen != signature:
-            raise CollectiveError(
-                "collective instance key %d of group %s is derived for two different calls "
-                "(%s and %s, program %r position %d); rename the program (its function name) "
-                "to change the key" % (instance_key, list(devices), "/".join(seen),
-                                       "/".join(signature), program, position))
-        if description:
-            _descriptions[(group_key, instance_key)] = description
-    return CollectiveKeys(group_key, instance_key)
+        known = _groups.setdefault(key, (devices, dims))
+    if known != (devices, dims):
+        raise CollectiveError(
+            "collective group key %d is derived for two different groups: %s along %s and "
+            "%s along %s; rename a mesh dim to change the key"
+            % (key, list(known[0]), list(known[1]), list(devices), list(dims)))
+    return key
+
+
+def instance_key(program: str, position: int, signature: Sequence[str]) -> int:
+    """The instance key of the call at ``position`` of ``program`` with ``signature``."""
+    return _stable_hash("instance|%s|%d|%s" % (program, position,
+                                               "|".join(str(s) for s in signature)),
+                        1, KEY_LIMIT)
+
+
+def family_key(group_keys: Sequence[int]) -> int:
+    """The key naming a family of groups (one per replica, ``group_keys[r]``: the
+    group of replica ``r``) in op names and the tables of ``spmd_collective_keys``."""
+    return _stable_hash("family|%s" % ",".join(str(k) for k in group_keys),
+                        GROUP_KEY_MIN, KEY_LIMIT)
+
+
+def spmd_collective_keys(group_keys: Sequence[int], program: str, position: int,
+                         signature: Sequence[str], description: str = "") -> CollectiveKeys:
+    """The keys of one collective traced once for every replica (the SPMD program).
+
+    group_keys: the group key of each replica's group (``group_key``), by replica id.
+    Returns ``CollectiveKeys(family key, instance key)``: the instance key is the one
+    ``collective_keys`` gives every group; the family key names the op and the
+    description (the group key itself is looked up from ``group_keys`` with the
+    replica-id tensor).  Collisions are checked for the family as for one group.
+    """
+    family = family_key(group_keys)
+    signature = tuple(str(s) for s in signature)
+    instance = instance_key(program, position, signature)
+    _register_instance(family, instance, signature, "family of groups %d" % family, program,
+                       position, description)
+    return CollectiveKeys(family, instance)
+
+
+def _register_instance(key, instance, signature, what, program, position, description):
+    with _lock:
+        seen = _instances.setdefault((key, instance), signature)
+        if seen == signature and description:
+            _descriptions[(key, instance)] = description
+    if seen != signature:
+        raise CollectiveError(
+            "collective instance key %d of %s is derived for two different calls "
+            "(%s and %s, program %r position %d); rename the program (its function name) "
+            "to change the key" % (instance, what, "/".join(seen), "/".join(signature),
+                                   program, position))
 
 
 # -- the program and the position of a call in it ------------------------------------------
+_names = weakref.WeakKeyDictionary()       # graph -> program name given by set_program_name
+_identities = weakref.WeakKeyDictionary()  # graph -> its program (nesting path)
+_nested = weakref.WeakKeyDictionary()      # graph -> {replica: nested graphs seen}
+
+
 def program_name(graph) -> str:
     """The name of the traced program, the same in every process: the function
     graph's name without TensorFlow's counters (``__inference_step_68`` -> ``step``)."""
@@ -124,6 +182,32 @@ def program_name(graph) -> str:
     name = re.sub(r"^__(inference|forward|backward)_", "", name)
     while re.search(r"_\d+$", name):
         name = re.sub(r"_\d+$", "", name)
+    return name
+
+
+def set_program_name(graph, name: str) -> None:
+    """Call the program traced in ``graph`` ``name`` (instead of the graph's own name)."""
+    with _lock:
+        _names[graph] = name
+
+
+def _program(graph, replica) -> str:
+    """The program of ``graph`` (``_lock`` held): its name, or for a graph nested in a
+    function graph, the path ``parent/name@k`` (its place among the parent's nested
+    graphs that ran a collective, counted per replica)."""
+    known = _identities.get(graph)
+    if known is not None:
+        return known
+    name = _names.get(graph)
+    parent = getattr(graph, "outer_graph", None)
+    if name is None and parent is not None and getattr(parent, "building_function", False):
+        counters = _nested.setdefault(parent, {})
+        slot = counters.get(replica, 0)
+        counters[replica] = slot + 1
+        name = "%s/%s@%d" % (_program(parent, replica), program_name(graph), slot)
+    elif name is None:
+        name = program_name(graph)
+    _identities[graph] = name
     return name
 
 
@@ -136,10 +220,11 @@ def next_position(replica) -> Tuple[str, int]:
             "for each other forever); use mesh.run(fn, ...) or wrap strategy.run in tf.function")
     graph = tf.compat.v1.get_default_graph()
     with _lock:
+        program = _program(graph, replica)
         counters = _positions.setdefault(graph, {})
         position = counters.get(replica, 0)
         counters[replica] = position + 1
-    return program_name(graph), position
+    return program, position
 
 
 # -- reading errors --------------------------------------------------------------------------

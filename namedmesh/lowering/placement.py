@@ -85,25 +85,21 @@ class PlacementImpl(MeshImpl):
 
     # -- import / export ----------------------------------------------------------
     def import_tf_tensor(self, value, layout) -> LaidOut:
-        if self.mesh.size == 1:
-            with self.on(0):
-                return (tf.identity(value),)
-        sizes = layout.slice_sizes
+        """Every processor's slice of ``value``, cut once with ``tf.split`` per split axis.
 
-        def take(coords):
-            index = []
-            for axis, n in zip(layout.mesh_axes, sizes):
-                if axis is None:
-                    index.append(slice(None))
-                else:
-                    c = coords[axis]
-                    index.append(slice(c * n, (c + 1) * n))
-            return value[tuple(index)]
-
+        The pieces are cut once for the whole mesh (not once per processor), and the
+        gradient of a split is a concat: the gradient of ``value`` (a whole variable, say)
+        is assembled from the processors' slice gradients with no full-size zero tensor
+        per processor, and the copies of a replicated piece are summed piece by piece.
+        """
+        pieces = split_pieces(value, [(t, a, self.mesh.shape.dims[a].size)
+                                      for t, a in enumerate(layout.mesh_axes) if a is not None])
         out = []
         for p in range(self.mesh.size):
+            coords = self.mesh.coordinates(p)
+            key = tuple(coords[a] for a in layout.mesh_axes if a is not None)
             with self.on(p):
-                out.append(take(self.mesh.coordinates(p)))
+                out.append(tf.identity(pieces[key]))
         return tuple(out)
 
     def export_to_tf_tensor(self, x, layout) -> tf.Tensor:
@@ -122,6 +118,17 @@ class PlacementImpl(MeshImpl):
             return tf.concat(parts, axis=tensor_axis)
 
         return assemble(0)
+
+
+def split_pieces(value, splits):
+    """``{coordinates: piece}``: ``value`` cut along each ``(tensor axis, mesh axis, n)`` of
+    ``splits`` in turn into ``n`` equal pieces; the key lists the piece's coordinate along
+    each split's mesh axis, in the order of ``splits`` (``{(): value}`` for no split)."""
+    pieces = {(): value}
+    for tensor_axis, _, n in splits:
+        pieces = {key + (c,): part for key, piece in pieces.items()
+                  for c, part in enumerate(tf.split(piece, n, axis=tensor_axis))}
+    return pieces
 
 
 def _reduce_extreme(reduction, *values):

@@ -28,11 +28,13 @@ per-replica gradients *sum* to the gradient of the global program.
 """
 
 import threading
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
 from namedmesh.errors import MeshError
-from namedmesh.lowering import collective_keys, trace
+from namedmesh.lowering import collective_keys, spmd, trace
 from namedmesh.lowering.base import LaidOut, MeshImpl
 from namedmesh.mesh.processor_map import processor_map_for_strategy, strategy_kind
 
@@ -104,16 +106,6 @@ class ReplicaImpl(MeshImpl):
             stride *= n
         size = self.mesh.shape.sizes[mesh_axis]
         return ((p // stride) % size,)
-
-    def _my_group(self, mesh_axes):
-        """This processor's group along ``mesh_axes`` (processors, mesh order), or None
-        if the processor id is not static."""
-        p = self.processor_id()
-        if isinstance(p, int):
-            for g in self.mesh.groups(mesh_axes):
-                if p in g:
-                    return tuple(g)
-        return None
 
     # -- collectives: custom-gradient wrappers around the per-backend primitives -------
     def _allreduce(self, x, mesh_axes, reduction) -> LaidOut:
@@ -252,39 +244,111 @@ def ordering_tokens(devices):
     return {d: _tokens[d] for d in devices}
 
 
+@dataclass(frozen=True)
+class GroupTable:
+    """The groups along one set of mesh axes, looked up by replica id: all a collective
+    needs to find its group's key and rank order from a replica-id tensor.
+
+    groups: the groups (processors in mesh order); group_of_replica[r]: the index of
+    replica r's group; group_keys[r] / orders[r]: its group key and rank order
+    (``ProcessorMap.rank_order``); uniform_order: the rank order if every group has
+    the same one, else None.
+    """
+
+    mesh_dims: Tuple[str, ...]
+    groups: Tuple[Tuple[int, ...], ...]
+    group_of_replica: Tuple[int, ...]
+    group_keys: Tuple[int, ...]
+    orders: Tuple[Tuple[int, ...], ...]
+    uniform_order: Optional[Tuple[int, ...]]
+
+    @classmethod
+    def build(cls, mesh, processor_map, mesh_axes) -> "GroupTable":
+        dims = tuple(mesh.shape.dims[a].name for a in mesh_axes)
+        groups = tuple(tuple(g) for g in mesh.groups(list(mesh_axes)))
+        keys = [collective_keys.group_key(processor_map.group_devices(g), dims) for g in groups]
+        orders = [tuple(processor_map.rank_order(g)) for g in groups]
+        of_replica = [0] * processor_map.size
+        for i, g in enumerate(groups):
+            for p in g:
+                of_replica[processor_map.replica_of_processor[p]] = i
+        return cls(dims, groups, tuple(of_replica), tuple(keys[i] for i in of_replica),
+                   tuple(orders[i] for i in of_replica),
+                   orders[0] if len(set(orders)) == 1 else None)
+
+
 class CollectiveReplicaImpl(ReplicaImpl):
-    """MirroredStrategy / MultiWorkerMirroredStrategy: TF's V2 collective ops."""
+    """MirroredStrategy / MultiWorkerMirroredStrategy: TF's V2 collective ops.
+
+    The replica id is a Python int when each replica traces the program
+    (``strategy.run`` called directly) and an int32 tensor inside the single-trace
+    SPMD program of ``mesh.run`` (``namedmesh.lowering.spmd``); then group keys and
+    rank orders are looked up from ``GroupTable``s with it.
+    """
 
     def __init__(self, mesh, strategy, processor_map):
         super().__init__(mesh, strategy, processor_map)
         local = [str(processor_map.devices[r]) for r in processor_map.local_replicas]
         self._tokens = ordering_tokens(local)
+        self._tables = {}
+
+    def group_table(self, mesh_axes) -> GroupTable:
+        """The ``GroupTable`` of ``mesh_axes`` (built once per set of mesh axes)."""
+        key = tuple(mesh_axes)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = GroupTable.build(self.mesh, self.processor_map, key)
+        return table
+
+    def ordering_token(self, replica: int):
+        """The ordering-token variable of ``replica`` (on its device)."""
+        return self._tokens[str(self.processor_map.devices[replica])]
 
     def _group_args(self, kind, mesh_axes, v, detail=""):
         """Keyword arguments of the collective op for this replica's group along
-        ``mesh_axes``, and the group's rank order (positions in mesh order by rank)."""
+        ``mesh_axes``, and the group's rank order (positions in mesh order by rank): a
+        tuple, or an int32 tensor in the SPMD program if groups rank differently."""
         rid = self.replica_id()
-        group = self._my_group(mesh_axes)
-        if group is None:
-            raise MeshError("the replica id is not static under %s; use TPUStrategy's "
-                            "collectives there" % type(self.strategy).__name__)
-        pmap = self.processor_map
-        devices = pmap.group_devices(group)
-        dims = [self.mesh.shape.dims[a].name for a in mesh_axes]
-        program, position = collective_keys.next_position(rid)
+        table = self.group_table(mesh_axes)
+        dims = list(table.mesh_dims)
         signature = (kind, v.dtype.name, v.shape.as_list(), detail)
-        description = "%s over mesh dim(s) %s in group of processors %s on devices %s " \
-                      "(program %r, collective #%d)" % (
-                          kind, ",".join(dims), list(group), [str(d) for d in devices],
-                          program, position)
-        keys = collective_keys.collective_keys(devices, dims, program, position, signature,
-                                               description)
-        token = self._tokens[str(pmap.devices[rid])]
-        args = dict(group_size=len(group), group_key=keys.group_key,
+        if isinstance(rid, int):
+            pmap = self.processor_map
+            group = table.groups[table.group_of_replica[rid]]
+            devices = pmap.group_devices(group)
+            program, position = collective_keys.next_position(rid)
+            description = "%s over mesh dim(s) %s in group of processors %s on devices %s " \
+                          "(program %r, collective #%d)" % (
+                              kind, ",".join(dims), list(group), [str(d) for d in devices],
+                              program, position)
+            keys = collective_keys.collective_keys(devices, dims, program, position, signature,
+                                                   description)
+            group_key, order = keys.group_key, table.orders[rid]
+            token = self.ordering_token(rid)
+        else:
+            # one trace for every replica: the program's tokens are replaced per replica
+            # when it is called (spmd.SpmdProgram)
+            program, position = collective_keys.next_position(spmd.SPMD_REPLICA)
+            if len(table.groups) == 1:
+                where = "group of processors %s on devices %s" % (
+                    list(table.groups[0]),
+                    [str(d) for d in self.processor_map.group_devices(table.groups[0])])
+            else:
+                where = "groups of processors %s" % [list(g) for g in table.groups]
+            description = "%s over mesh dim(s) %s in %s (program %r, collective #%d)" % (
+                kind, ",".join(dims), where, program, position)
+            keys = collective_keys.spmd_collective_keys(table.group_keys, program, position,
+                                                        signature, description)
+            group_key = tf.gather(tf.constant(table.group_keys, tf.int32), rid)
+            order = table.uniform_order
+            if order is None:
+                order = tf.gather(tf.constant(table.orders, tf.int32), rid)
+            token = self.ordering_token(spmd.tracing_replica())
+        args = dict(group_size=len(table.groups[0]), group_key=group_key,
                     instance_key=keys.instance_key, ordering_token=[token.handle],
                     timeout_seconds=float(self.mesh.collective_timeout or 0.0),
                     name=keys.op_name)
-        return args, pmap.rank_order(group)
+        return args, order
 
     def _raw_sum(self, v, mesh_axes):
         return self._reduce(v, mesh_axes, "Add")
@@ -307,11 +371,8 @@ class CollectiveReplicaImpl(ReplicaImpl):
         if n > ALL_TO_ALL_MAX_GROUP:
             return self._alltoall_by_gather(stacked, mesh_axis, concat_axis, n)
         args, order = self._group_args("all_to_all", [mesh_axis], stacked)
-        if list(order) != list(range(n)):
-            stacked = tf.stack([pieces[j] for j in order], axis=0)  # slot k: rank k's piece
-        out = tf.raw_ops.CollectiveAllToAllV2(input=stacked, **args)
-        received = tf.unstack(out, num=n, axis=0)          # slot k: from rank k
-        return tf.concat(_to_member_order(received, order), axis=concat_axis)
+        out = tf.raw_ops.CollectiveAllToAllV2(input=_to_rank_order(stacked, order, n), **args)
+        return tf.concat(_to_member_order(out, order, n), axis=concat_axis)
 
     def _alltoall_by_gather(self, stacked, mesh_axis, concat_axis, n):
         """An all-to-all of a group larger than ``ALL_TO_ALL_MAX_GROUP``: every member
@@ -319,16 +380,15 @@ class CollectiveReplicaImpl(ReplicaImpl):
         args, order = self._group_args("all_to_all_by_gather", [mesh_axis], stacked)
         gathered = tf.raw_ops.CollectiveGatherV2(input=stacked, **args)   # [n * n, ...] by rank
         blocks = tf.reshape(gathered, tf.concat([[n, n], tf.shape(stacked)[1:]], 0))
-        me = self._my_group([mesh_axis]).index(self.processor_id())
-        received = tf.unstack(blocks[:, me], num=n, axis=0)               # slot k: from rank k
-        return tf.concat(_to_member_order(received, order), axis=concat_axis)
+        me = self.pcoord(mesh_axis)[0]        # my place in the group (members in mesh order)
+        mine = blocks[:, me] if isinstance(me, int) else tf.gather(blocks, me, axis=1)
+        return tf.concat(_to_member_order(mine, order, n), axis=concat_axis)  # slot k: rank k
 
     def _raw_allconcat(self, v, mesh_axis, concat_axis, n):
         piece = tf.expand_dims(v, 0)
         args, order = self._group_args("all_gather", [mesh_axis], piece)
         stacked = tf.raw_ops.CollectiveGatherV2(input=piece, **args)
-        received = tf.unstack(stacked, num=n, axis=0)
-        return tf.concat(_to_member_order(received, order), axis=concat_axis)
+        return tf.concat(_to_member_order(stacked, order, n), axis=concat_axis)
 
     def _raw_receive(self, v, mesh_axis, sources):
         """Neighbour exchange as one all-to-all: TF has no grouped permute collective for
@@ -337,27 +397,51 @@ class CollectiveReplicaImpl(ReplicaImpl):
         n = self.mesh.shape.dims[mesh_axis].size
         me = self.pcoord(mesh_axis)[0]
         zeros = tf.zeros_like(v)
-        pieces = [v if sources[k] == me else zeros for k in range(n)]   # piece k: member k's
-        source = sources[me]
+        if isinstance(me, int):
+            pieces = [v if sources[k] == me else zeros for k in range(n)]   # piece k: member k's
+        else:
+            pieces = [zeros if sources[k] is None else tf.where(tf.equal(me, sources[k]), v, zeros)
+                      for k in range(n)]
         if n > ALL_TO_ALL_MAX_GROUP:
             stacked = tf.stack([tf.expand_dims(piece, 0) for piece in pieces], axis=0)
             received = self._alltoall_by_gather(stacked, mesh_axis, 0, n)  # [n, ...] by member
-            return zeros if source is None else received[source]
+            return _from_source(received, sources, me, zeros)
         stacked = tf.stack(pieces, axis=0)
         args, order = self._group_args("permute", [mesh_axis], stacked, str(tuple(sources)))
-        if list(order) != list(range(n)):
-            stacked = tf.stack([pieces[j] for j in order], axis=0)  # slot k: rank k's piece
-        out = tf.raw_ops.CollectiveAllToAllV2(input=stacked, **args)
-        received = _to_member_order(tf.unstack(out, num=n, axis=0), order)
-        return zeros if source is None else received[source]
+        out = tf.raw_ops.CollectiveAllToAllV2(input=_to_rank_order(stacked, order, n), **args)
+        return _from_source(tf.stack(_to_member_order(out, order, n)), sources, me, zeros)
 
 
-def _to_member_order(by_rank, order):
-    """``by_rank[k]`` came from member ``order[k]``; return them by member."""
-    out = [None] * len(by_rank)
+def _to_rank_order(stacked, order, n):
+    """``stacked[j]`` is for member ``j``; slot ``k`` of the result is for rank ``k``
+    (member ``order[k]``).  ``order``: a tuple, or an int32 tensor (SPMD program)."""
+    if isinstance(order, tuple):
+        if order == tuple(range(n)):
+            return stacked
+        return tf.stack([stacked[j] for j in order], axis=0)
+    return tf.gather(stacked, order)
+
+
+def _to_member_order(by_rank, order, n):
+    """``by_rank[k]`` (a tensor of ``n`` slots) came from member ``order[k]``; the
+    list of the ``n`` pieces by member."""
+    if not isinstance(order, tuple):   # a tensor: invert it with a scatter of positions
+        by_rank = tf.gather(by_rank, tf.math.invert_permutation(order))
+        order = tuple(range(n))
+    received = tf.unstack(by_rank, num=n, axis=0)
+    out = [None] * n
     for k, j in enumerate(order):
-        out[j] = by_rank[k]
+        out[j] = received[k]
     return out
+
+
+def _from_source(received, sources, me, zeros):
+    """``received[sources[me]]`` (by member), or zeros where this member has no source."""
+    if isinstance(me, int):
+        return zeros if sources[me] is None else received[sources[me]]
+    table = tf.constant([-1 if s is None else s for s in sources], tf.int32)
+    source = tf.gather(table, me)
+    return tf.where(source >= 0, tf.gather(received, tf.maximum(source, 0)), zeros)
 
 
 def tpu_group_assignment(mesh, mesh_axes):
@@ -411,5 +495,5 @@ class TpuReplicaImpl(ReplicaImpl):
         return tpu_ops.collective_permute(v, pairs)  # members no pair targets get zeros
 
 
-__all__ = ["CollectiveReplicaImpl", "ReplicaImpl", "TpuReplicaImpl",
+__all__ = ["CollectiveReplicaImpl", "GroupTable", "ReplicaImpl", "TpuReplicaImpl",
            "is_tpu_strategy", "make_replica_impl", "ordering_tokens", "tpu_group_assignment"]

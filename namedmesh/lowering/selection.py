@@ -14,11 +14,21 @@ def _move_last(v, axis):
 
 
 def _local_top_1(v, axis):
-    """Max over ``axis`` with its first position; the value's gradient goes to that position."""
+    """Max over ``axis`` with its first position; the value's gradient goes to that position
+    (a select against the one-hot position: TensorFlow's own gradient of the batched
+    gather builds some eighty ops per call)."""
     vt = _move_last(v, axis)
     idx = tf.argmax(vt, -1, output_type=tf.int32)
-    vals = tf.gather(vt, idx[..., None], batch_dims=vt.shape.rank - 1)[..., 0]
-    return vals, idx
+
+    @tf.custom_gradient
+    def picked(vt):
+        def grad(dy):
+            at = tf.one_hot(idx, vt.shape[-1], on_value=True, off_value=False, dtype=tf.bool)
+            return tf.where(at, tf.expand_dims(dy, -1), tf.zeros_like(vt))
+        taken = tf.gather(vt, tf.expand_dims(idx, -1), batch_dims=vt.shape.rank - 1)
+        return tf.squeeze(taken, -1), grad
+
+    return picked(vt), idx
 
 
 def lower_top_1(x: Tensor, dim):

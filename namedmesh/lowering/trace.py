@@ -190,6 +190,21 @@ def suspended():
         _state.suspended = old
 
 
+def checkpoint():
+    """A function that removes what the active traces recorded since this call (for a
+    program whose trace was abandoned and is made again)."""
+    with _lock:
+        marks = [(t, len(t.records), len(t.steps)) for t in _traces]
+
+    def rollback():
+        with _lock:
+            for t, records, steps in marks:
+                del t.records[records:]
+                del t.steps[steps:]
+
+    return rollback
+
+
 def record(**fields) -> None:
     """Add a record to every active trace (no-op when none is active)."""
     if getattr(_state, "suspended", False):

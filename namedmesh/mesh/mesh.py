@@ -67,6 +67,9 @@ class Mesh:
       alltoall_in_bfloat16: send float32 all-to-alls as bfloat16 and cast back, as mtf
         does on TPU (simd_mesh_impl.py ``alltoall``): for exact parity with mtf runs on
         TPU.  Lossy (8 mantissa bits), so off by default.
+      spmd: MirroredStrategy / MultiWorkerMirroredStrategy: ``mesh.run`` traces its
+        program once for every replica, with the replica id as a tensor (default), or,
+        with ``spmd=False``, once per replica as ``strategy.run`` does.
 
     A layout rule naming a mesh dim that the mesh lacks has no effect; it is
     reported with a ``LayoutWarning`` and listed in ``mesh.ignored_rules``.
@@ -75,9 +78,10 @@ class Mesh:
     def __init__(self, mesh_shape="", layout="", devices: Optional[Sequence[str]] = None,
                  strategy=None, name: str = "mesh", logical_to_physical=None,
                  collective_timeout: Optional[float] = DEFAULT_COLLECTIVE_TIMEOUT,
-                 alltoall_in_bfloat16: bool = False):
+                 alltoall_in_bfloat16: bool = False, spmd: bool = True):
         self.shape: Shape = parse_mesh_shape(mesh_shape)
         self.alltoall_in_bfloat16 = bool(alltoall_in_bfloat16)
+        self.spmd = bool(spmd)
         self.layout_rules = convert_to_layout_rules(layout)
         self.name = name
         self._layouts = {}
@@ -114,6 +118,7 @@ class Mesh:
         self.logical_to_physical = logical_to_physical
         self.strategy = strategy
         self._functions = {}
+        self.spmd_fallback: Optional[str] = None   # why the last traced program ran per replica
         if strategy is not None:
             from namedmesh.lowering.replica import make_replica_impl
             self.impl = make_replica_impl(self, strategy)
@@ -147,11 +152,14 @@ class Mesh:
 
         * placement executor: calls ``fn`` (inside a cached ``tf.function`` when
           ``function=True``; default: as it is, eagerly or in your own tf.function).
-        * tf.distribute executor: ``strategy.run(fn)`` inside a ``tf.function``
-          cached per ``fn`` (pass the same ``fn`` to avoid retracing).  With
-          ``reduce="first"`` the result of replica 0 is returned (exports are
-          the same on every replica); with ``reduce="sum"`` the per-replica
-          results are summed, which is how per-replica gradients combine.
+        * tf.distribute executor: ``strategy.run`` inside a ``tf.function`` cached per
+          ``fn`` (pass the same ``fn`` to avoid retracing).  On MirroredStrategy and
+          MultiWorkerMirroredStrategy ``fn`` is traced once for all replicas, with the
+          replica id as a tensor (``namedmesh.lowering.spmd``), unless it needs
+          per-replica traces (``mesh.spmd_fallback`` then says why).  With
+          ``reduce="first"`` the result of replica 0 is returned (exports are the same
+          on every replica); with ``reduce="sum"`` the per-replica results are summed,
+          which is how per-replica gradients combine.
         """
         if reduce not in ("first", "sum"):
             raise MeshError("mesh.run: reduce must be 'first' or 'sum', got %r" % (reduce,))
@@ -161,31 +169,11 @@ class Mesh:
         if function is not None and not isinstance(function, bool):
             raise WrongTypeError("mesh.run: function must be True, False or None, got %r"
                                  % (function,))
-        if self.strategy is None:
-            if function:
-                compiled = self._functions.get(fn)
-                if compiled is None:
-                    compiled = self._functions[fn] = tf.function(fn, autograph=False)
-                return compiled(*args)
+        if self.strategy is None and not function:
             return fn(*args)
-        compiled = self._functions.get((fn, reduce))
-        if compiled is None:
-            strategy = self.strategy
-
-            # no autograph: a namedmesh program is plain Python building TF ops, and
-            # autograph would re-wrap namedmesh's errors into StagingError
-            replica_fn = tf.autograph.experimental.do_not_convert(fn)
-
-            def step(*a):
-                out = strategy.run(replica_fn, args=a)
-                if reduce == "sum":
-                    return tf.nest.map_structure(
-                        lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), out)
-                return tf.nest.map_structure(
-                    lambda v: strategy.experimental_local_results(v)[0], out)
-
-            step.__name__ = getattr(fn, "__name__", "program")  # the program's name in its keys
-            compiled = self._functions[(fn, reduce)] = tf.function(step, autograph=False)
+        compiled = self.function(fn, reduce=reduce)
+        if self.strategy is None:
+            return compiled(*args)
         from namedmesh.lowering.collective_keys import collective_failure
         try:
             return compiled(*args)
@@ -195,6 +183,49 @@ class Mesh:
                 raise
             failure.tensorflow_error = e  # TensorFlow's own error, for debugging
             raise failure from None
+
+    def function(self, fn, reduce: str = "first"):
+        """The ``tf.function`` that ``mesh.run(fn, ..., reduce=reduce)`` calls (cached per
+        ``fn``): ``mesh.function(fn).get_concrete_function(*args)`` traces it without
+        running it.  Placement executor: ``fn`` itself in a ``tf.function``."""
+        if reduce not in ("first", "sum"):
+            raise MeshError("mesh.run: reduce must be 'first' or 'sum', got %r" % (reduce,))
+        if self.strategy is None:
+            compiled = self._functions.get(fn)
+            if compiled is None:
+                compiled = self._functions[fn] = tf.function(fn, autograph=False)
+            return compiled
+        compiled = self._functions.get((fn, reduce))
+        if compiled is None:
+            compiled = self._functions[(fn, reduce)] = self._strategy_function(fn, reduce)
+        return compiled
+
+    def _strategy_function(self, fn, reduce):
+        strategy = self.strategy
+        name = getattr(fn, "__name__", "program")
+        spmd = self.spmd and type(self.impl).__name__ == "CollectiveReplicaImpl"
+        mesh = self
+
+        def step(*a):
+            if spmd:
+                from namedmesh.lowering.spmd import SpmdProgram
+                program = SpmdProgram(mesh, fn, name)
+                replica_fn = tf.autograph.experimental.do_not_convert(program)
+            else:
+                # no autograph: a namedmesh program is plain Python building TF ops, and
+                # autograph would re-wrap namedmesh's errors into StagingError
+                replica_fn = tf.autograph.experimental.do_not_convert(fn)
+            out = strategy.run(replica_fn, args=a)
+            if spmd:
+                mesh.spmd_fallback = program.fallback
+            if reduce == "sum":
+                return tf.nest.map_structure(
+                    lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), out)
+            return tf.nest.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0], out)
+
+        step.__name__ = name  # the program's name in its keys
+        return tf.function(step, autograph=False)
 
     # -- where processors run -------------------------------------------------------
     @property

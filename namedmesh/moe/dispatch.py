@@ -87,7 +87,8 @@ def _backward_scope():
 
 
 def _append_zero_row(v):
-    return tf.concat([v, tf.zeros_like(v[:, :1])], axis=1)
+    """``v [nb, n, ...] -> [nb, n + 1, ...]``, the new row zeros (one Pad op)."""
+    return tf.pad(v, [[0, 0], [0, 1]] + [[0, 0]] * (v.shape.rank - 2))
 
 
 def _to_slots(x, plan: _Plan):
