@@ -108,6 +108,22 @@ class MeshLayer(keras.layers.Layer):
                                  dtype=dtype.name, trainable=trainable, autocast=False)
         return weight.value
 
+    def _add_seed_step(self, name: str):
+        """``seed_step``: the seed of the random draws = the number of training calls so far.
+        Every replica counts for itself ("on_read": no merge_call inside the call, which
+        would interleave the replicas' calls and mix Keras's add_loss lists), so every
+        replica draws the same; a checkpoint keeps the first replica's count."""
+        with self.mesh.strategy.scope() if self.mesh.strategy is not None else \
+                contextlib.nullcontext():
+            self.seed_step = keras.Variable(0, shape=(), dtype="int64", trainable=False,
+                                            autocast=False, synchronization="on_read",
+                                            aggregation="only_first_replica", name=name)
+
+    def _next_seed(self):
+        seed = self.seed_step.value + 1
+        self.seed_step.assign(seed)
+        return seed
+
     def _dim_sizes(self, input_shape) -> Dict[str, int]:
         """``{name: size}`` of the non-batch input axes from a Keras input shape."""
         sizes = list(input_shape)
@@ -162,16 +178,7 @@ class _MoE(MeshLayer):
         d_model_name = self.axes.names[-1]
         self.moe.build(Shape([Dimension(d_model_name, sizes[d_model_name])]), self.mesh)
         if self.uses_random_routing:
-            # the draws of the random policies: seed = number of training calls so far.
-            # Every replica counts for itself ("on_read": no merge_call inside the call,
-            # which would interleave the replicas' calls and mix Keras's add_loss lists),
-            # so every replica draws the same; a checkpoint keeps the first replica's count.
-            with self.mesh.strategy.scope() if self.mesh.strategy is not None else \
-                    contextlib.nullcontext():
-                self.seed_step = keras.Variable(0, shape=(), dtype="int64", trainable=False,
-                                                autocast=False, synchronization="on_read",
-                                                aggregation="only_first_replica",
-                                                name="moe_step")
+            self._add_seed_step("moe_step")
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
@@ -179,11 +186,6 @@ class _MoE(MeshLayer):
 
     def _output_size(self, d_model):
         return d_model
-
-    def _next_seed(self):
-        seed = self.seed_step.value + 1
-        self.seed_step.assign(seed)
-        return seed
 
     def call(self, inputs, training=None):
         placeholder = self._placeholder(inputs)

@@ -91,9 +91,17 @@ def _vocab(given, from_spec, what, unit_name):
 
 def build_model(spec: ModelSpec, vocab_size: Optional[int] = None,
                 input_vocab_size: Optional[int] = None, output_vocab_size: Optional[int] = None,
-                seed: int = 0) -> TransformerModel:
+                seed: int = 0, variable_factory=None) -> TransformerModel:
     """The ``TransformerModel`` a ``ModelSpec`` describes (variables created on first use or
-    by ``model.build``; ``seed`` draws their initial values)."""
+    by ``model.build``; ``seed`` draws their initial values; ``variable_factory``, if given,
+    makes each variable, see ``TransformerModel.use_variable_factory``)."""
+    model = _build_model(spec, vocab_size, input_vocab_size, output_vocab_size, seed)
+    if variable_factory is not None:
+        model.use_variable_factory(variable_factory)
+    return model
+
+
+def _build_model(spec, vocab_size, input_vocab_size, output_vocab_size, seed):
     if not isinstance(spec, ModelSpec):
         raise ConfigError("build_model expects a namedmesh.transformer.ModelSpec, got %r"
                           % (spec,))

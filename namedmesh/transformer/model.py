@@ -13,6 +13,11 @@ NumPy arrays (or tf values) by mtf's feature names:
 
 ``batch...`` is ``[batch]`` for 2-D arrays and ``[outer_batch, batch]`` for 3-D
 arrays (or the names given as ``batch_dims``).
+
+A ``TransformerModel`` is a ``tf.Module``: ``model.variables`` and
+``model.trainable_variables`` list its variables (``model.variables()`` is
+``{mtf name: tf.Variable}``), ``tf.train.Checkpoint(model=model)`` saves them and
+``model.serving(...)`` exports a SavedModel whose signatures take plain int32 ids.
 """
 
 import contextlib
@@ -28,7 +33,7 @@ from namedmesh.core.checks import check_number
 from namedmesh.core.dims import Dimension, Shape
 from namedmesh.core.tensor import Tensor, import_tf_tensor
 from namedmesh.errors import ConfigError, ShapeError, WrongTypeError
-from namedmesh.layers.variables import variance_scaling_initializer
+from namedmesh.layers.variables import StoreVariables, variance_scaling_initializer
 from namedmesh.transformer.bitransformer import Bitransformer
 from namedmesh.transformer.context import EVAL, check_mode
 from namedmesh.transformer.unitransformer import Unitransformer, autoregressive_inputs
@@ -115,14 +120,23 @@ def _seed_of(seed: int, name: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-class TransformerModel:
+class TransformerModel(tf.Module):
     """A language model or an encoder-decoder, its variables by mtf name, and what to do
-    with them (see the module).  ``seed`` draws the initial values."""
+    with them (see the module).  ``seed`` draws the initial values.
+
+    A ``tf.Module`` whose tracked children are the model's ``VariableStore`` (``store``)
+    and the MoE layers' modules (``moe_modules``, by the layer's mtf scope), so a
+    checkpoint's keys carry mtf's names (``model/store/_variables/transformer.Sembedding``).
+    """
+
+    # plain Python state a tf.Module must not wrap for tracking
+    _UNTRACKED = frozenset(["network", "spec", "seed", "_built", "_moe_loaded"])
 
     def __init__(self, network, spec=None, seed: int = 0):
         if not isinstance(network, (Unitransformer, Bitransformer)):
             raise ConfigError("TransformerModel wraps a Unitransformer or a Bitransformer, got "
                               "%r" % (network,))
+        super().__init__(name="transformer_model")
         self.network = network
         self.spec = spec
         self.seed = seed
@@ -133,8 +147,16 @@ class TransformerModel:
             raise ConfigError("MoE layers %s occur in both stacks under one name (the encoder "
                               "is named like the decoder); namedmesh shares variables by name "
                               "(as mtf does) but not those of MoE layers" % shared)
+        self.moe_modules = {prefix + layer.kind: layer.expert_layer
+                            for prefix, layer in self.moe_layers()}
         self._built = False
         self._moe_loaded = set()   # MoE layers given values by load_variables
+
+    def __setattr__(self, name, value):
+        if name in self._UNTRACKED:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # -- structure --------------------------------------------------------------------------
     @property
@@ -166,8 +188,7 @@ class TransformerModel:
                 if hasattr(layer, "expert_layer")]
 
     # -- variables --------------------------------------------------------------------------
-    def variables(self) -> "OrderedDict[str, tf.Variable]":
-        """``{mtf name: tf.Variable}`` of every variable (after ``build``)."""
+    def _by_mtf_name(self) -> "OrderedDict[str, tf.Variable]":
         out = OrderedDict(self.store.variables())
         for prefix, layer in self.moe_layers():
             for name, var in layer.own_variables().items():
@@ -175,8 +196,28 @@ class TransformerModel:
         return out
 
     @property
+    def variables(self) -> StoreVariables:
+        """Every model variable (after ``build``): the store's in creation order, then each
+        MoE layer's; a tuple, as ``tf.Module.variables``.  ``model.variables()`` is
+        ``{mtf name: tf.Variable}``.  (The MoE layers' own step counters, which the model
+        does not use, are left out.)"""
+        return StoreVariables(self._by_mtf_name())
+
+    @property
     def trainable_variables(self) -> List[tf.Variable]:
-        return [v for v in self.variables().values() if v.trainable]
+        """The trainable variables, in ``variables`` order (a list)."""
+        return [v for v in self._by_mtf_name().values() if v.trainable]
+
+    def use_variable_factory(self, factory):
+        """Let ``factory`` (a ``namedmesh.layers.variables.VariableFactory``) make every
+        variable of the model, e.g. as a framework's weights (``namedmesh.keras``); before
+        any variable exists."""
+        if self._by_mtf_name():
+            raise ConfigError("use_variable_factory: the model already has variables; give the "
+                              "factory before build (build_model(..., variable_factory=...))")
+        self.store.variable_factory = factory
+        for module in self.moe_modules.values():
+            module.store.variable_factory = factory
 
     def variable_shapes(self) -> Dict[str, tuple]:
         return {name: tuple(var.shape.as_list()) for name, var in self.variables().items()}
@@ -332,6 +373,80 @@ class TransformerModel:
             return self.network.decode(ids, temperature=temperature, seed=seed, **kwargs)
         return self.network.sample_autoregressive(ids, temperature=temperature, seed=seed,
                                                   **kwargs)
+
+    # -- SavedModel -------------------------------------------------------------------------
+    def serving(self, batch_size: int, length: int, mesh=None, inputs_length: Optional[int] = None,
+                outer_batch: Optional[int] = None, features: Optional[Sequence[str]] = None,
+                decode: bool = True, **decode_kwargs):
+        """A ``namedmesh.plain.serving.ServingModule`` of this model on plain int32 ids
+        (``.save(path)`` writes the SavedModel; ``served(targets=ids)`` calls it checked).
+
+        Signatures (shapes fixed: named dims are static):
+
+            serving_default   language model: targets [batch, length] -> logits
+                              [batch, length, vocab]; Bitransformer: inputs [batch,
+                              inputs_length], targets [batch, length] -> logits
+            decode            language model: prompts [batch, length] -> tokens [batch,
+                              length] (greedy unless ``decode_kwargs`` say otherwise: they
+                              are ``decode``'s); Bitransformer: inputs -> tokens [batch,
+                              length]
+            describe          {"doc": serving_default's doc, <signature>: its doc}
+
+        ``features``: the inputs of ``serving_default``, mtf's feature names (default
+        ``targets``; ``inputs`` and ``targets`` for a Bitransformer), e.g. ``("targets",
+        "sequence_id")``; a Bitransformer's ``encoder_*`` features are ``inputs_length``
+        long.  The batch axis is ``[outer_batch, batch]`` when ``outer_batch`` is given;
+        ``vocab`` is the padded vocabulary.  Ids outside the vocabulary fail at run time
+        naming the feature.  ``mesh``: a placement mesh (default: one device).
+        """
+        from namedmesh.mesh.mesh import Mesh
+        from namedmesh.plain.serving import ServedInput, ServingModule
+        check_number(batch_size, "serving: batch_size", minimum=1, integer=True)
+        check_number(length, "serving: length", minimum=1, integer=True)
+        if self.is_bitransformer:
+            inputs_length = length if inputs_length is None else inputs_length
+            check_number(inputs_length, "serving: inputs_length", minimum=1, integer=True)
+        elif inputs_length is not None:
+            raise ConfigError("serving: inputs_length is for a Bitransformer; a language "
+                              "model's features are all [batch, length]")
+        if outer_batch is not None:
+            check_number(outer_batch, "serving: outer_batch", minimum=1, integer=True)
+        allowed = BI_FEATURES if self.is_bitransformer else LM_FEATURES
+        required = ["inputs", "targets"] if self.is_bitransformer else ["targets"]
+        features = list(required if features is None else features)
+        unknown = [k for k in features if k not in allowed]
+        missing = [k for k in required if k not in features]
+        if unknown or missing or len(set(features)) != len(features):
+            raise ConfigError("serving: features %s: %s (a %s takes some of %s, with %s)"
+                              % (features, "unknown %s" % unknown if unknown else
+                                 "%s missing" % missing if missing else "repeated",
+                                 self.kind, list(allowed), required))
+        mesh = mesh if mesh is not None else Mesh()
+        self.build()
+        rows = batch_size * (outer_batch or 1)
+        batch_axis = ("batch",) if outer_batch is None else \
+            (("outer_batch:%d" % outer_batch, "batch"),)
+
+        def served_input(key):
+            encoder = self.is_bitransformer and (key == "inputs" or key.startswith("encoder_"))
+            size = inputs_length if encoder else length
+            vocab = self._vocab_of_feature("targets" if key == "prompts" else key)
+            return ServedInput(key, batch_axis + ("length",), [rows, size], tf.int32,
+                               check=lambda x: check_ids_in_vocab(key, x, vocab))
+
+        def logits(*named):
+            out = self(mesh, dict(zip(features, named)), compute_loss=False)
+            return {"logits": out.logits}
+
+        served = ServingModule(logits, [self], mesh=mesh, name="serving",
+                               inputs=[served_input(k) for k in features])
+        if decode:
+            key = "inputs" if self.is_bitransformer else "prompts"
+            if self.is_bitransformer:
+                decode_kwargs.setdefault("max_decode_length", length)
+            served.add_signature("decode", lambda ids: {"tokens": self.decode(
+                mesh, ids, **decode_kwargs)}, [served_input(key)])
+        return served
 
     # -- checkpoints ------------------------------------------------------------------------
     def load_checkpoint(self, prefix: str, mesh=None, batch_dims=None):
