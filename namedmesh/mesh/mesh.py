@@ -80,6 +80,10 @@ class Mesh:
                  collective_timeout: Optional[float] = DEFAULT_COLLECTIVE_TIMEOUT,
                  alltoall_in_bfloat16: bool = False, spmd: bool = True):
         self.shape: Shape = parse_mesh_shape(mesh_shape)
+        for option, value in (("alltoall_in_bfloat16", alltoall_in_bfloat16), ("spmd", spmd)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise MeshError("Mesh %s must be True or False, got %r (%s)"
+                                % (option, value, type(value).__name__))
         self.alltoall_in_bfloat16 = bool(alltoall_in_bfloat16)
         self.spmd = bool(spmd)
         self.layout_rules = convert_to_layout_rules(layout)
