@@ -16,13 +16,14 @@ import tensorflow as tf
 from namedmesh.core.creation import zeros
 from namedmesh.core.dims import Dimension, Shape, convert_to_shape
 from namedmesh.core.elementwise import check_tensor
+from namedmesh.core.module import Module
 from namedmesh.core.tensor import Tensor
 from namedmesh.errors import ShapeError
 from namedmesh.layers.dense import _activation, dense, dims_list
 from namedmesh.layers.variables import VariableStore
 
 
-class Dense(tf.Module):
+class Dense(Module):
     """``activation(x[..., reduced] @ kernel[expert, reduced, new] + bias[expert, new])``.
 
     Args:
@@ -62,12 +63,6 @@ class Dense(tf.Module):
         self.store = VariableStore(seed=seed, variable_factory=variable_factory,
                                    name=name + "_store")
         self._built_for = None
-
-    def __setattr__(self, name, value):
-        if name in self._UNTRACKED:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def _dims_of(self, shape: Shape):
         """(reduced dims, expert dims) of an input of dims ``shape``, named errors."""

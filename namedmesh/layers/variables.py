@@ -26,6 +26,7 @@ import tensorflow as tf
 from namedmesh.core.checks import as_dtype, check_seed
 from namedmesh.core.control import register_context_capture
 from namedmesh.core.dims import Shape, convert_to_shape
+from namedmesh.core.module import Module
 from namedmesh.core.tensor import Tensor, import_tf_tensor
 from namedmesh.errors import ConfigError, ShapeError, WrongTypeError
 
@@ -223,7 +224,7 @@ class StoreVariables(tuple):
         return dict(self._by_name)
 
 
-class VariableStore(tf.Module):
+class VariableStore(Module):
     """Creates variables on first request and returns the same ones afterwards.
 
     Names are mtf's: ``scope/.../name`` (``with store.scope("wi"):`` then
@@ -256,12 +257,6 @@ class VariableStore(tf.Module):
         if values:
             self.load_values(values)
         _ALL_STORES.add(self)
-
-    def __setattr__(self, name, value):
-        if name in self._UNTRACKED:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     @contextlib.contextmanager
     def scope(self, name: str):

@@ -20,6 +20,7 @@ from namedmesh.core.checks import (check_flag, check_float_tensor, check_mesh,
                                    check_number_tensor, check_seed)
 from namedmesh.core.creation import zeros
 from namedmesh.core.dims import Dimension, Shape, convert_to_shape
+from namedmesh.core.module import Module
 from namedmesh.core.random_ops import stateless_dropout
 from namedmesh.core.reshape import reshape
 from namedmesh.core.tensor import Tensor
@@ -45,7 +46,7 @@ ACTIVATION_FNS = {"relu": ew.relu, "gelu": ew.gelu, "sigmoid": ew.sigmoid, "tanh
                   "square": ew.square, "linear": None, None: None}
 
 
-class _MoELayer(tf.Module):
+class _MoELayer(Module):
     """Common part of the MoE layers.  A ``tf.Module``: its variables (``layer.variables``,
     ``layer.trainable_variables``) are tracked, so ``tf.train.Checkpoint(layer=layer)``
     saves them and ``tf.saved_model.save`` exports them (see ``namedmesh.serving``)."""
@@ -75,12 +76,6 @@ class _MoELayer(tf.Module):
         self._step = None
         self.counts_steps = True   # keep a step counter for the random policies' seeds
         self.last_stats: Optional[MoEStats] = None
-
-    def __setattr__(self, name, value):
-        if name in self._UNTRACKED:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     @classmethod
     def from_hparams(cls, hparams, name: Optional[str] = None, variable_factory=None):

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
+from namedmesh.core.module import Module
 from namedmesh.core.tensor import Tensor, import_tf_tensor
 from namedmesh.errors import MeshError, ShapeError, WrongTypeError
 from namedmesh.mesh.mesh import Mesh
@@ -139,7 +140,7 @@ class _Signature:
         return out
 
 
-class ServingModule(tf.Module):
+class ServingModule(Module):
     """Named programs and the modules holding their variables, served on plain tensors.
 
     Args:
@@ -197,12 +198,6 @@ class ServingModule(tf.Module):
                 return {"y": out[0], "aux_loss": out[1]}
             return {"y": out}
         return cls(program, [layer], input_dims, input_shape, mesh=mesh, dtype=dtype, name=name)
-
-    def __setattr__(self, name, value):
-        if name in self._UNTRACKED:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def add_signature(self, name: str, program: Callable[..., Dict[str, Tensor]],
                       inputs: Sequence[ServedInput]) -> "_Signature":

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from namedmesh.core.checks import check_number
 from namedmesh.core.dims import Dimension, Shape
+from namedmesh.core.module import Module
 from namedmesh.core.tensor import Tensor, import_tf_tensor
 from namedmesh.errors import ConfigError, ShapeError, WrongTypeError
 from namedmesh.layers.variables import StoreVariables, variance_scaling_initializer
@@ -120,7 +121,7 @@ def _seed_of(seed: int, name: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-class TransformerModel(tf.Module):
+class TransformerModel(Module):
     """A language model or an encoder-decoder, its variables by mtf name, and what to do
     with them (see the module).  ``seed`` draws the initial values.
 
@@ -151,12 +152,6 @@ class TransformerModel(tf.Module):
                             for prefix, layer in self.moe_layers()}
         self._built = False
         self._moe_loaded = set()   # MoE layers given values by load_variables
-
-    def __setattr__(self, name, value):
-        if name in self._UNTRACKED:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     # -- structure --------------------------------------------------------------------------
     @property
