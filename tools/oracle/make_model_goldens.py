@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 
 from model_cases import CASES, CHECKPOINT_CASES  # noqa: E402
 from mtf_checkpoints import make_checkpoint_case, verify_checkpoint  # noqa: E402
-from mtf_models import (DEFAULT_OUT, EVAL, TRAIN, Recorder, build_model,  # noqa: E402
-                        call_model, case_data, check_gin_builds_the_same_model, dims_of,
-                        gin_case_text, jsonable, mesh_impl_for, mtf, tf, unitransformers_of)
+from mtf_models import (DEFAULT_OUT, EVAL, TRAIN, build_and_call, build_model,  # noqa: E402
+                        case_data, check_gin_builds_the_same_model, dims_of, gin_case_text,
+                        jsonable, mesh_impl_for, mtf, tf, unitransformers_of)
 import tensorflow as tf2  # noqa: E402
 
 
@@ -62,13 +62,7 @@ def run_case(case, mode, values=None, perturbations=()):
     arrays = case_data(case, rng)
     with tf.Graph().as_default():
         tf.set_random_seed(case["seed"])
-        graph = mtf.Graph()
-        mesh = mtf.Mesh(graph, "mesh")
-        model, _ = build_model(case)
-        recorder = Recorder()
-        for uni in unitransformers_of(model):
-            recorder.instrument(uni)
-        logits, loss, extra = call_model(model, mesh, case, arrays, mode)
+        graph, mesh, model, recorder, logits, loss, extra = build_and_call(case, arrays, mode)
         (decoder_name,) = [n for n in recorder.model_losses]
         model_loss, _, targets, vocab_dim, _ = recorder.model_losses[decoder_name]
         # the cross-entropy part alone (mtf's own loss function with z_loss 0, weighted and

@@ -13,7 +13,6 @@ the oracle virtualenv (tools/oracle/README.md):
 
     /tmp/mtf-oracle/bin/python tools/oracle/make_moe_nonfinite_goldens.py --all
 """
-import argparse
 import json
 import os
 import sys
@@ -22,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from mtf_moe_layer import build_layer, make_hparams, mtf, placement_impl, tf  # noqa: E402
+from mtf_moe_layer import (build_layer, golden_main, make_hparams, mtf,  # noqa: E402
+                           placement_impl, tf)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_OUT = os.path.join(ROOT, "tests", "data", "nonfinite")
@@ -113,24 +113,15 @@ def run_case(name, case):
     return out
 
 
+def _summary(path, data):
+    rows = data["y_nan"].reshape(-1, data["y_nan"].shape[-1])
+    return ("wrote %s: mtf's output has %d of %d tokens NaN, loss %s; padded loss %.6f"
+            % (path, int(np.isnan(rows).any(-1).sum()), rows.shape[0], data["loss_nan"],
+               data["loss_padded"]))
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", action="append", choices=sorted(CASES))
-    parser.add_argument("--all", action="store_true")
-    parser.add_argument("--out", default=DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    names = sorted(CASES) if args.all else (args.case or [])
-    if not names:
-        parser.error("give --case NAME or --all")
-    os.makedirs(args.out, exist_ok=True)
-    for name in names:
-        data = run_case(name, CASES[name])
-        path = os.path.join(args.out, name + ".npz")
-        np.savez(path, **data)
-        rows = data["y_nan"].reshape(-1, data["y_nan"].shape[-1])
-        print("wrote %s: mtf's output has %d of %d tokens NaN, loss %s; padded loss %.6f"
-              % (path, int(np.isnan(rows).any(-1).sum()), rows.shape[0], data["loss_nan"],
-                 data["loss_padded"]))
+    golden_main(argv, __doc__.splitlines()[0], CASES, DEFAULT_OUT, run_case, _summary)
 
 
 if __name__ == "__main__":

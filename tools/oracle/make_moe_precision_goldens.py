@@ -13,7 +13,6 @@ oracle virtualenv (tools/oracle/README.md):
 
     /tmp/mtf-oracle/bin/python tools/oracle/make_moe_precision_goldens.py --all
 """
-import argparse
 import contextlib
 import json
 import os
@@ -23,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from mtf_moe_layer import (build_layer, make_hparams, mtf, placement_impl, tf,  # noqa: E402
-                           tpu_alltoall_rounding)
+from mtf_moe_layer import (build_layer, golden_main, make_hparams, mtf,  # noqa: E402
+                           placement_impl, tf, tpu_alltoall_rounding)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_OUT = os.path.join(ROOT, "tests", "data", "precision")
@@ -106,22 +105,12 @@ def run_case(name, case):
     return out
 
 
+def _summary(path, data):
+    return "wrote %s: loss %.6f, y[0,..,:3] %s" % (path, data["loss"], data["y"].reshape(-1)[:3])
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", action="append", choices=sorted(CASES))
-    parser.add_argument("--all", action="store_true")
-    parser.add_argument("--out", default=DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    names = sorted(CASES) if args.all else (args.case or [])
-    if not names:
-        parser.error("give --case NAME or --all")
-    os.makedirs(args.out, exist_ok=True)
-    for name in names:
-        data = run_case(name, CASES[name])
-        path = os.path.join(args.out, name + ".npz")
-        np.savez(path, **data)
-        print("wrote %s: loss %.6f, y[0,..,:3] %s" % (path, data["loss"],
-                                                      data["y"].reshape(-1)[:3]))
+    golden_main(argv, __doc__.splitlines()[0], CASES, DEFAULT_OUT, run_case, _summary)
 
 
 if __name__ == "__main__":

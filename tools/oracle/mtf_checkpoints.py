@@ -12,10 +12,10 @@ import shutil
 import numpy as np
 
 from model_cases import CHECKPOINT_CASES, pattern_ids, pattern_next
-from mtf_models import (EVAL, TRAIN, Recorder, build_model, call_model,
+from mtf_models import (EVAL, TRAIN, build_and_call, build_model,
                         check_gin_builds_the_same_model, constructor_arguments_of_function,
                         dims_of, gin_case_text, import_ids, jsonable, mesh_impl_for, mtf, tf,
-                        transformer, unitransformers_of)
+                        transformer)
 import tensorflow as tf2  # noqa: E402  (after mtf_models, which quiets TensorFlow's logs)
 
 
@@ -42,7 +42,6 @@ def train_and_save(name, case, ckpt_dir, steps, learning_rate=0.05):
     """Train with mtf's Adafactor as utils.run does; save with tf.train.Saver as mtf's loop does."""
     rng = np.random.RandomState(case["seed"])
     d = case["data"]
-    rows = int(np.prod([s for _, s in d["batch_dims"]]))
     with tf.Graph().as_default():
         tf.set_random_seed(case["seed"])
         graph = mtf.Graph()
@@ -107,13 +106,7 @@ def train_and_save(name, case, ckpt_dir, steps, learning_rate=0.05):
 def eval_from_checkpoint(case, prefix, arrays):
     """Eval logits after a fresh graph restores the checkpoint (Saver, then masters -> slices)."""
     with tf.Graph().as_default():
-        graph = mtf.Graph()
-        mesh = mtf.Mesh(graph, "mesh")
-        model, _ = build_model(case)
-        recorder = Recorder()
-        for uni in unitransformers_of(model):
-            recorder.instrument(uni)
-        logits, loss, extra = call_model(model, mesh, case, arrays, EVAL)
+        graph, mesh, model, recorder, logits, loss, extra = build_and_call(case, arrays, EVAL)
         lowering = mtf.Lowering(graph, {mesh: mesh_impl_for(case)})
         fetch = {"logits": lowering.export_to_tf_tensor(logits),
                  "loss": lowering.export_to_tf_tensor(loss)}

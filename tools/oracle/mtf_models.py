@@ -348,6 +348,20 @@ def call_model(model, mesh, case, arrays, mode):
     return logits, loss, {"decoder_inputs": decoder_inputs}
 
 
+
+def build_and_call(case, arrays, mode):
+    """In the current TF graph: a new mtf graph and mesh, the case's model with every
+    Unitransformer instrumented by a ``Recorder``, called on ``arrays``.  Returns
+    ``(graph, mesh, model, recorder, logits, loss, extra)``."""
+    graph = mtf.Graph()
+    mesh = mtf.Mesh(graph, "mesh")
+    model, _ = build_model(case)
+    recorder = Recorder()
+    for uni in unitransformers_of(model):
+        recorder.instrument(uni)
+    logits, loss, extra = call_model(model, mesh, case, arrays, mode)
+    return graph, mesh, model, recorder, logits, loss, extra
+
 def mesh_impl_for(case):
     mesh_shape = mtf.convert_to_shape(case["mesh_shape"])
     layout = mtf.convert_to_layout_rules(case["layout"])

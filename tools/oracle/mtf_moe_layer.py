@@ -103,3 +103,25 @@ def placement_impl(mesh_shape, layout, devices=None):
     devices = devices or [""] * shape.size
     return mtf.placement_mesh_impl.PlacementMeshImpl(shape, mtf.convert_to_layout_rules(layout),
                                                      devices)
+
+
+def golden_main(argv, description, cases, default_out, run_case, summary):
+    """The command line of a golden-case generator: ``--case NAME`` (repeatable) or
+    ``--all``; writes ``<out>/<name>.npz`` of ``run_case(name, cases[name])`` and prints
+    ``summary(path, data)``."""
+    import argparse
+    import numpy as np
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--case", action="append", choices=sorted(cases))
+    parser.add_argument("--all", action="store_true")
+    parser.add_argument("--out", default=default_out)
+    args = parser.parse_args(argv)
+    names = sorted(cases) if args.all else (args.case or [])
+    if not names:
+        parser.error("give --case NAME or --all")
+    os.makedirs(args.out, exist_ok=True)
+    for name in names:
+        data = run_case(name, cases[name])
+        path = os.path.join(args.out, name + ".npz")
+        np.savez(path, **data)
+        print(summary(path, data))
