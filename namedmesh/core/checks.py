@@ -90,12 +90,12 @@ def check_number(value, what: str, minimum=None, maximum=None, above: bool = Fal
     return value
 
 
-def check_flag(value, what: str) -> bool:
+def check_flag(value, what: str, error=WrongTypeError) -> bool:
     """A Python or NumPy bool; anything else (a string such as ``"no"``, a tensor) is an
     error rather than a truthiness test."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise WrongTypeError("%s: expected True or False, got %r (%s)"
+    raise error("%s: expected True or False, got %r (%s)"
                          % (what, value, type(value).__name__))
 
 

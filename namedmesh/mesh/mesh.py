@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from namedmesh.core.checks import check_flag
 from namedmesh.core.dims import Shape, convert_to_shape
 from namedmesh.core.mesh_math import (pnum_to_processor_coordinates, processor_coordinates_to_pnum,
                                       processor_groups)
@@ -80,12 +81,9 @@ class Mesh:
                  collective_timeout: Optional[float] = DEFAULT_COLLECTIVE_TIMEOUT,
                  alltoall_in_bfloat16: bool = False, spmd: bool = True):
         self.shape: Shape = parse_mesh_shape(mesh_shape)
-        for option, value in (("alltoall_in_bfloat16", alltoall_in_bfloat16), ("spmd", spmd)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise MeshError("Mesh %s must be True or False, got %r (%s)"
-                                % (option, value, type(value).__name__))
-        self.alltoall_in_bfloat16 = bool(alltoall_in_bfloat16)
-        self.spmd = bool(spmd)
+        self.alltoall_in_bfloat16 = check_flag(alltoall_in_bfloat16, "Mesh alltoall_in_bfloat16",
+                                               error=MeshError)
+        self.spmd = check_flag(spmd, "Mesh spmd", error=MeshError)
         self.layout_rules = convert_to_layout_rules(layout)
         self.name = name
         self._layouts = {}
