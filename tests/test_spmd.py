@@ -51,6 +51,22 @@ def test_one_trace_whatever_the_number_of_processors(mesh_shape):
     np.testing.assert_allclose(got[-1].numpy(), want[-1], rtol=1e-6)  # gradients sum to it
 
 
+
+def test_every_replica_calls_one_function_body():
+    """The step's graph holds one call per replica to the same SPMD function, kept as a
+    function (``_noinline``) rather than N inlined copies."""
+    mesh = nm.Mesh("a:2;b:2", probe_layout("a:2;b:2"), strategy=strategy(4))
+    program = _grad_program(mesh, [])
+    graph = mesh.function(program).get_concrete_function(
+        tf.constant(probe_input("a:2;b:2"))).graph
+    calls = [op for op in graph.get_operations()
+             if op.type in ("PartitionedCall", "StatefulPartitionedCall")]
+    names = {op.get_attr("f").name for op in calls}
+    assert len(calls) == 4 and len(names) == 1
+    body = graph._functions[names.pop()].cached_definition
+    assert body.attr["_noinline"].b
+    assert sorted(op.device.split(":")[-1] for op in calls) == ["0", "1", "2", "3"]
+
 def test_per_replica_traces_when_asked():
     mesh = nm.Mesh("a:2;b:2", probe_layout("a:2;b:2"), strategy=strategy(4), spmd=False)
     traces = []

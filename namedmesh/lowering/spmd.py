@@ -91,7 +91,12 @@ class SpmdProgram:
         program.__name__ = name
         rollback = trace.checkpoint()
         try:
-            concrete = tf.function(program, autograph=False).get_concrete_function(
+            # not inlined: one function body that each replica device instantiates, rather
+            # than N copies of it pasted into the step's graph (graph optimisation of that
+            # N-fold graph made the first call grow faster than the replica count)
+            concrete = tf.function(program, autograph=False,
+                                   experimental_attributes={"_noinline": True}
+                                   ).get_concrete_function(
                 tf.TensorSpec([], tf.int32, name="replica_id"), *args)
             self._per_replica_captures(concrete)
         except Exception as e:  # noqa: BLE001 -- any failure: run it as strategy.run does
