@@ -171,7 +171,7 @@ def test_bad_configs_and_inputs_are_named():
         model(mesh, {"targets": np.ones((2, 4), np.int32), "encoder_position": None})
     with pytest.raises(nm.ConfigError, match="\\['targets'\\] missing"):
         model(mesh, {"sequence_id": np.ones((2, 4), np.int32)})
-    with pytest.raises(nm.ShapeError, match="integer ids"):
+    with pytest.raises(nm.WrongTypeError, match="feature 'targets' must hold integer ids, got float32"):
         model(mesh, {"targets": np.ones((2, 4), np.float32)})
     with pytest.raises(nm.ShapeError, match="exceeds the positional embedding"):
         model(mesh, {"targets": np.ones((2, 40), np.int32)})

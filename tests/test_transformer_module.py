@@ -201,7 +201,7 @@ def test_keras_lm_config_clone_and_errors():
     with pytest.raises(nm.ConfigError,
                        match=r"'targets' holds id \d+, outside the vocabulary \[0, 128\)"):
         model(ids + 198)
-    with pytest.raises(nm.ConfigError, match="must hold integer ids, got float32"):
+    with pytest.raises(nm.WrongTypeError, match="must hold integer ids, got float32"):
         lm(ids.astype(np.float32))
     with pytest.raises(nm.ConfigError, match="describes a Bitransformer; this layer takes a "
                                              "language model"):

@@ -23,7 +23,7 @@ from typing import List, Optional
 import keras
 import tensorflow as tf
 
-from namedmesh.errors import ConfigError
+from namedmesh.errors import ConfigError, WrongTypeError
 from namedmesh.keras.layers import ROUTING_METRICS, MeshLayer, MoE1D, MoE2D
 from namedmesh.mesh.mesh import Mesh
 from namedmesh.transformer.model import check_ids_in_vocab
@@ -121,7 +121,7 @@ class TransformerLM(MeshLayer):
                 self.add_loss(tf.zeros([], "float32"))
             return placeholder
         if not inputs.dtype.is_integer:
-            raise ConfigError("TransformerLM %r: the input must hold integer ids, got %s"
+            raise WrongTypeError("TransformerLM %r: the input must hold integer ids, got %s"
                               % (self.name, inputs.dtype.name))
         train = bool(training)
         seed = self._next_seed() if train else tf.constant(0, tf.int64)

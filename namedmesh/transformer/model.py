@@ -78,7 +78,7 @@ def import_ids(mesh, key: str, value, batch_dims=None) -> Tensor:
         return value
     value = tf.convert_to_tensor(value)
     if not value.dtype.is_integer:
-        raise ShapeError("feature %r must hold integer ids, got %s" % (key, value.dtype.name))
+        raise WrongTypeError("feature %r must hold integer ids, got %s" % (key, value.dtype.name))
     value = tf.cast(value, tf.int32)
     sizes = value.shape.as_list()
     names = list(batch_dims) if batch_dims is not None else default_batch_names(len(sizes))
