@@ -27,6 +27,7 @@ is scaled by ``1 / num_replicas`` so that, as tf.distribute expects, the
 per-replica gradients *sum* to the gradient of the global program.
 """
 
+import numbers
 import threading
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -176,11 +177,21 @@ class ReplicaImpl(MeshImpl):
 
     # -- import / export -----------------------------------------------------------
     def import_tf_tensor(self, value, layout) -> LaidOut:
+        """This replica's slice of ``value``, cut along every split axis by one slice op:
+        its gradient (a whole-size tensor per replica, as a mirrored variable's gradient
+        must be) is then one pad, not one per split axis."""
         self._context()
-        out = value
-        for tensor_axis, mesh_axis in enumerate(layout.mesh_axes):
-            if mesh_axis is not None:
-                out = self.allsplit((out,), mesh_axis, tensor_axis)[0]
+        split = [(t, a) for t, a in enumerate(layout.mesh_axes) if a is not None]
+        if not split:
+            return (tf.identity(value),)
+        sizes = list(layout.slice_sizes)
+        begin = [0] * len(sizes)
+        for tensor_axis, mesh_axis in split:
+            begin[tensor_axis] = self.pcoord(mesh_axis)[0] * sizes[tensor_axis]
+        if all(isinstance(b, numbers.Integral) for b in begin):   # a static replica id
+            out = value[tuple(slice(b, b + n) for b, n in zip(begin, sizes))]
+        else:
+            out = tf.slice(value, tf.stack([tf.cast(b, tf.int32) for b in begin]), sizes)
         return (tf.identity(out),)
 
     def export_to_tf_tensor(self, x, layout) -> tf.Tensor:
