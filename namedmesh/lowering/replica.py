@@ -27,6 +27,7 @@ is scaled by ``1 / num_replicas`` so that, as tf.distribute expects, the
 per-replica gradients *sum* to the gradient of the global program.
 """
 
+import contextlib
 import numbers
 import threading
 from dataclasses import dataclass
@@ -114,8 +115,10 @@ class ReplicaImpl(MeshImpl):
         if reduction == "SUM":
             @tf.custom_gradient
             def summed(v):
+                scope = tf.get_current_name_scope()
+
                 def grad(dy):
-                    with trace.backward_phase():
+                    with _backward_of(scope):
                         self.record_collective("all_reduce", mesh_axes, (dy,), None, reduction="SUM")
                         return self._raw_sum(dy, mesh_axes)
                 return self._raw_sum(v, mesh_axes), grad
@@ -124,9 +127,10 @@ class ReplicaImpl(MeshImpl):
         @tf.custom_gradient
         def extreme(v):
             y = self._raw_extreme(v, mesh_axes, reduction)
+            scope = tf.get_current_name_scope()
 
             def grad(dy):
-                with trace.backward_phase():
+                with _backward_of(scope):
                     self.record_collective("all_reduce", mesh_axes, (dy,), None, reduction="SUM")
                     total = self._raw_sum(dy, mesh_axes)
                 return tf.cast(tf.equal(v, y), dy.dtype) * total
@@ -138,8 +142,10 @@ class ReplicaImpl(MeshImpl):
     def _alltoall(self, x, mesh_axis, split_axis, concat_axis) -> LaidOut:
         @tf.custom_gradient
         def moved(v):
+            scope = tf.get_current_name_scope()
+
             def grad(dy):
-                with trace.backward_phase():
+                with _backward_of(scope):
                     self.record_collective("all_to_all", [mesh_axis], (dy,), None,
                                            split_axis=concat_axis, concat_axis=split_axis)
                     return self._raw_alltoall(dy, mesh_axis, concat_axis, split_axis)
@@ -151,8 +157,10 @@ class ReplicaImpl(MeshImpl):
 
         @tf.custom_gradient
         def gathered(v):
+            scope = tf.get_current_name_scope()
+
             def grad(dy):
-                with trace.backward_phase():
+                with _backward_of(scope):
                     self.record_collective("all_reduce", [mesh_axis], (dy,), None, reduction="SUM")
                     total = self._raw_sum(dy, [mesh_axis])
                 return self.allsplit((total,), mesh_axis, concat_axis)[0]  # own piece
@@ -168,8 +176,10 @@ class ReplicaImpl(MeshImpl):
 
         @tf.custom_gradient
         def received(v):
+            scope = tf.get_current_name_scope()
+
             def grad(dy):  # each slice went to at most one member: send the gradient back
-                with trace.backward_phase():
+                with _backward_of(scope):
                     self.record_collective("permute", [mesh_axis], (dy,), None, sources=inverse)
                     return self._raw_receive(dy, mesh_axis, inverse)
             return self._raw_receive(v, mesh_axis, sources), grad
@@ -201,6 +211,16 @@ class ReplicaImpl(MeshImpl):
                 out = self.allconcat((out,), mesh_axis, tensor_axis, shape=layout.shape)[0]
         return _scale_gradient(out, 1.0 / self.mesh.size)
 
+
+
+@contextlib.contextmanager
+def _backward_of(scope: str):
+    """The backward pass of a collective whose forward ran in name scope ``scope``: recorded
+    as backward, its ops named ``gradient_tape/<scope>/...`` as TensorFlow names the
+    gradients of its own ops (a custom gradient's ops otherwise land in the root scope)."""
+    with trace.backward_phase(), tf.name_scope("gradient_tape/%s/" % scope if scope
+                                               else "gradient_tape/"):
+        yield
 
 @tf.custom_gradient
 def _scale_gradient_impl(v, scale):
@@ -377,13 +397,12 @@ class CollectiveReplicaImpl(ReplicaImpl):
 
     def _raw_alltoall(self, v, mesh_axis, split_axis, concat_axis):
         n = self.mesh.shape.dims[mesh_axis].size
-        pieces = tf.split(v, n, axis=split_axis)          # piece j goes to member j
-        stacked = tf.stack(pieces, axis=0)
+        stacked = _cut(v, n, split_axis)                  # piece j goes to member j
         if n > ALL_TO_ALL_MAX_GROUP:
             return self._alltoall_by_gather(stacked, mesh_axis, concat_axis, n)
         args, order = self._group_args("all_to_all", [mesh_axis], stacked)
         out = tf.raw_ops.CollectiveAllToAllV2(input=_to_rank_order(stacked, order, n), **args)
-        return tf.concat(_to_member_order(out, order, n), axis=concat_axis)
+        return _joined(_by_member(out, order, n), concat_axis)
 
     def _alltoall_by_gather(self, stacked, mesh_axis, concat_axis, n):
         """An all-to-all of a group larger than ``ALL_TO_ALL_MAX_GROUP``: every member
@@ -393,13 +412,15 @@ class CollectiveReplicaImpl(ReplicaImpl):
         blocks = tf.reshape(gathered, tf.concat([[n, n], tf.shape(stacked)[1:]], 0))
         me = self.pcoord(mesh_axis)[0]        # my place in the group (members in mesh order)
         mine = blocks[:, me] if isinstance(me, int) else tf.gather(blocks, me, axis=1)
-        return tf.concat(_to_member_order(mine, order, n), axis=concat_axis)  # slot k: rank k
+        mine.set_shape(stacked.shape)           # [n, piece...], as sent
+        return _joined(_by_member(mine, order, n), concat_axis)  # slot k: rank k
 
     def _raw_allconcat(self, v, mesh_axis, concat_axis, n):
         piece = tf.expand_dims(v, 0)
         args, order = self._group_args("all_gather", [mesh_axis], piece)
         stacked = tf.raw_ops.CollectiveGatherV2(input=piece, **args)
-        return tf.concat(_to_member_order(stacked, order, n), axis=concat_axis)
+        stacked.set_shape([n] + piece.shape.as_list()[1:])   # every member's slice
+        return _joined(_by_member(stacked, order, n), concat_axis)
 
     def _raw_receive(self, v, mesh_axis, sources):
         """Neighbour exchange as one all-to-all: TF has no grouped permute collective for
@@ -420,7 +441,7 @@ class CollectiveReplicaImpl(ReplicaImpl):
         stacked = tf.stack(pieces, axis=0)
         args, order = self._group_args("permute", [mesh_axis], stacked, str(tuple(sources)))
         out = tf.raw_ops.CollectiveAllToAllV2(input=_to_rank_order(stacked, order, n), **args)
-        return _from_source(tf.stack(_to_member_order(out, order, n)), sources, me, zeros)
+        return _from_source(_by_member(out, order, n), sources, me, zeros)
 
 
 def _to_rank_order(stacked, order, n):
@@ -433,17 +454,52 @@ def _to_rank_order(stacked, order, n):
     return tf.gather(stacked, order)
 
 
-def _to_member_order(by_rank, order, n):
-    """``by_rank[k]`` (a tensor of ``n`` slots) came from member ``order[k]``; the
-    list of the ``n`` pieces by member."""
-    if not isinstance(order, tuple):   # a tensor: invert it with a scatter of positions
-        by_rank = tf.gather(by_rank, tf.math.invert_permutation(order))
-        order = tuple(range(n))
-    received = tf.unstack(by_rank, num=n, axis=0)
-    out = [None] * n
-    for k, j in enumerate(order):
-        out[j] = received[k]
+def _by_member(by_rank, order, n):
+    """``by_rank[k]`` (``n`` slots) came from member ``order[k]``: the slots in member
+    order (``order``: a tuple, or an int32 tensor in an SPMD program)."""
+    if isinstance(order, tuple):
+        if order == tuple(range(n)):
+            return by_rank
+        inverse = [0] * n
+        for k, j in enumerate(order):
+            inverse[j] = k
+        return tf.gather(by_rank, inverse)
+    return tf.gather(by_rank, tf.math.invert_permutation(order))
+
+
+def _sizes(t):
+    """``t``'s dims: Python ints where static, scalar tensors where not."""
+    static, dynamic = t.shape.as_list(), None
+    out = []
+    for i, size in enumerate(static):
+        if size is None:
+            dynamic = tf.shape(t) if dynamic is None else dynamic
+            size = dynamic[i]
+        out.append(size)
     return out
+
+
+def _cut(v, n, axis):
+    """``[n, ...]``: ``v`` cut into ``n`` equal pieces along ``axis``, piece ``j`` at
+    ``[j]`` (``tf.stack(tf.split(v, n, axis))`` with one copy, none when ``axis`` is 0)."""
+    sizes = _sizes(v)
+    pieces = tf.reshape(v, sizes[:axis] + [n, sizes[axis] // n] + sizes[axis + 1:])
+    if axis == 0:
+        return pieces
+    rank = len(sizes) + 1
+    return tf.transpose(pieces, [axis] + list(range(axis)) + list(range(axis + 1, rank)))
+
+
+def _joined(stacked, axis):
+    """The ``n`` pieces ``stacked[j]`` joined along ``axis`` (``tf.concat(tf.unstack(
+    stacked), axis)`` with one copy, none when ``axis`` is 0)."""
+    sizes = _sizes(stacked)
+    n, piece = sizes[0], sizes[1:]
+    if axis != 0:
+        rank = len(sizes)
+        stacked = tf.transpose(stacked, list(range(1, axis + 1)) + [0]
+                               + list(range(axis + 1, rank)))
+    return tf.reshape(stacked, piece[:axis] + [n * piece[axis]] + piece[axis + 1:])
 
 
 def _from_source(received, sources, me, zeros):
