@@ -18,6 +18,12 @@ to the step, and sums the op times by the layer's phases (the TF name scopes in
 
 The tracing itself slows small ops: use the shares, and the untraced step time printed
 beside them, rather than the absolute numbers.
+
+``--executor strategy`` profiles the tf.distribute executor (MirroredStrategy, one replica
+per logical CPU) instead: the step runs as ``mesh.run`` runs it, under TensorFlow's
+profiler (``tf.profiler.experimental``), and the op events of the compute threads are
+summed by the same phases.  Replicas run their ops concurrently, so these are thread
+seconds, summed over replicas: more than the step's wall time.
 """
 import argparse
 import collections
@@ -30,6 +36,8 @@ from workload import add_workload_args, input_sizes, median, mesh_size, workload
 
 CATEGORIES = ("router", "dispatch", "combine", "all-to-alls", "expert FFN",
               "variables onto the mesh", "other")
+BOOKKEEPING = ("ThreadpoolListener", "ExecutorState", "CollectiveOpV2Kernel")
+"""Profiler events on the compute threads that are not ops (``--executor strategy``)."""
 FFN_TYPES = {"Einsum", "BatchMatMulV2", "BatchMatMulV3", "MatMul", "Relu", "ReluGrad"}
 SLICING_TYPES = {"StridedSlice", "StridedSliceGrad", "Slice", "Pad", "ReadVariableOp"}
 
@@ -92,11 +100,71 @@ def profile(args, traced_steps=3):
     return totals, median(untraced), len(types)
 
 
+def profile_strategy(args, traced_steps=3):
+    """(totals, untraced step time, op events per step) of the step on the tf.distribute
+    executor, from TensorFlow's profiler: op events on its compute threads, by phase."""
+    import glob
+    import shutil
+    import tempfile
+    import numpy as np
+    import tensorflow as tf
+    import namedmesh as nm
+    import moe_step
+    from namedmesh.moe.layers import PHASES
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    nm.configure_cpu_devices(max(mesh_size(args.mesh), 1))
+    w = workload(args)
+    x = tf.constant(np.random.RandomState(0).randn(*input_sizes(w)).astype(np.float32))
+    _, _, _, run = moe_step.build_step(nm, tf, args, w)
+    for i in range(2):
+        float(run(x, tf.constant(i, tf.int64))[0])
+    untraced = []
+    for i in range(args.repeats):
+        t0 = time.perf_counter()
+        float(run(x, tf.constant(10 + i, tf.int64))[0])
+        untraced.append(time.perf_counter() - t0)
+    logdir = tempfile.mkdtemp(prefix="namedmesh-profile-")
+    try:
+        tf.profiler.experimental.start(logdir)
+        for i in range(traced_steps):
+            float(run(x, tf.constant(100 + i, tf.int64))[0])
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0],
+                  "rb") as f:
+            space.ParseFromString(f.read())
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+    totals, events = collections.Counter(), 0
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name, _, op_type = names.get(event.metadata_id, "").rpartition(":")
+                if not name or name.startswith(BOOKKEEPING) or "::" in name:
+                    continue            # the executor's and thread pool's own events
+                events += 1
+                op_type = op_type[len("_Mkl"):] if op_type.startswith("_Mkl") else op_type
+                phase = "backward" if name.startswith("gradient_tape/") else "forward"
+                totals[categorize(name, op_type, PHASES), phase] += \
+                    event.duration_ps / 1e12 / traced_steps
+    return totals, median(untraced), events // traced_steps
+
+
 def render(totals, untraced, num_ops, args) -> str:
     total = sum(totals.values())
-    lines = ["MoE2D step on mesh %s (placement executor), dispatch %s, group size %d: %.3f s "
-             "per step untraced (one op at a time), %d graph ops; op time by phase, s per step:"
-             % (args.mesh or "1", args.dispatch, args.group_size, untraced, num_ops),
+    if args.executor == "strategy":
+        head = ("MoE2D step on mesh %s (tf.distribute executor), dispatch %s, group size %d: "
+                "%.3f s per step untraced, %d op events per traced step; op thread time by "
+                "phase, s per step (summed over replicas):"
+                % (args.mesh or "1", args.dispatch, args.group_size, untraced, num_ops))
+    else:
+        head = ("MoE2D step on mesh %s (placement executor), dispatch %s, group size %d: %.3f s "
+                "per step untraced (one op at a time), %d graph ops; op time by phase, s per step:"
+                % (args.mesh or "1", args.dispatch, args.group_size, untraced, num_ops))
+    lines = [head,
              "%-26s %9s %9s %9s %7s" % ("phase", "forward", "backward", "total", "share")]
     for c in CATEGORIES:
         f, b = totals.get((c, "forward"), 0.0), totals.get((c, "backward"), 0.0)
@@ -110,10 +178,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_workload_args(parser)
     parser.add_argument("--dispatch", choices=["auto", "einsum", "index"], default="auto")
+    parser.add_argument("--executor", choices=["placement", "strategy"], default="placement")
     args = parser.parse_args(argv)
-    args.executor = "placement"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    totals, untraced, num_ops = profile(args)
+    if args.executor == "strategy":
+        totals, untraced, num_ops = profile_strategy(args)
+    else:
+        totals, untraced, num_ops = profile(args)
     print(render(totals, untraced, num_ops, args))
 
 
