@@ -71,6 +71,13 @@ def _launch(out, scenario, workers, cpus, timeout, mesh, deadline):
     return results, summary
 
 
+
+def test_the_launcher_knows_every_scenario():
+    """The launcher lists the scenario names without importing them (it forks before
+    TensorFlow is imported): the list must be the scenarios module's."""
+    from workers import launcher, scenarios
+    assert sorted(launcher.SCENARIO_NAMES) == sorted(scenarios.SCENARIOS)
+
 def _single_process_probe(mesh_shape):
     n = nm.convert_to_shape(mesh_shape).size  # one device: 12 processors > 8 logical CPUs
     mesh = nm.Mesh(mesh_shape, probe_layout(mesh_shape), devices=[""] * n)
