@@ -26,4 +26,4 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)

@@ -5,7 +5,10 @@ its own): ``moe_step.py`` for namedmesh (and ``--floor``, the expert FFN alone o
 capacity slots), and, when an mtf oracle virtualenv is present (``$NAMEDMESH_MTF_ORACLE``,
 default /tmp/mtf-oracle; see tools/oracle/README.md), ``tools/oracle/bench_mtf_moe.py``
 with the oracle's interpreter.  Prints the figures side by side with ratios; compare
-ratios within one run (timings on a shared machine are noisy).
+ratios within one run (timings on a shared machine are noisy).  ``--rounds R`` runs the
+whole grid R times, one round after the other, and reports each configuration's median
+over the rounds: a slow moment of the machine then lands in one round of every
+configuration rather than in all of one.
 
     make bench                                   # the full grid, about 10-15 minutes
     .venv/bin/python benchmarks/bench.py --groups 1024 --meshes "b0:2;b1:2"
@@ -89,15 +92,49 @@ def _ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
+def combine_rounds(rounds):
+    """One result per configuration from several rounds of the grid: every number is the
+    median over the rounds (peak RSS: the largest), ``steps_s`` every round's steps, and
+    ``rounds_median_s`` each round's median; a configuration that failed in any round
+    keeps that round's error."""
+    if len(rounds) == 1:
+        return rounds[0]
+    combined = {}
+    for key in rounds[0]:
+        per = [r[key] for r in rounds]
+        failed = [r for r in per if "error" in r]
+        if failed:
+            combined[key] = failed[0]
+            continue
+        out = dict(per[0])
+        for field, value in per[0].items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            values = [r[field] for r in per]
+            out[field] = max(values) if field == "peak_rss_mb" else _median(values)
+        out["steps_s"] = [s for r in per for s in r.get("steps_s", [])]
+        out["rounds_median_s"] = [r["median_s"] for r in per]
+        combined[key] = out
+    return combined
+
+
+def _median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
 def report(results, args, mtf_python) -> str:
     """The side-by-side tables and the acceptance ratios of issue 16, as text."""
     lines = []
     w = TINY if args.tiny else FULL
     tokens = w["outer_batch"] * w["batch"] * w["length"]
     lines.append("MoE2D top-2, %d tokens, d_model %d, hidden %d, %dx%d experts, capacity factor "
-                 "%.2f; forward + backward of reduce_sum(y) + aux_loss; median of %d steps"
+                 "%.2f; forward + backward of reduce_sum(y) + aux_loss; median of %d steps%s"
                  % (tokens, w["d_model"], w["hidden"], w["expert_x"], w["expert_y"],
-                    w["capacity_factor"], args.repeats))
+                    w["capacity_factor"], args.repeats,
+                    "" if args.rounds == 1 else
+                    ", then the median over %d rounds of the grid" % args.rounds))
     lines.append("mtf: %s" % (mtf_python or "no oracle (set %s; see tools/oracle/README.md)"
                               % ORACLE_ENV))
     lines.append("")
@@ -225,6 +262,8 @@ def main(argv=None):
                         choices=["auto", "index", "einsum"],
                         help="namedmesh dispatchers to run (auto = index on CPU)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the whole grid this many times; report medians over rounds")
     parser.add_argument("--tiny", action="store_true", help="a tiny workload (smoke run)")
     parser.add_argument("--no-mtf", action="store_true", help="skip mtf even if present")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
@@ -233,11 +272,18 @@ def main(argv=None):
                              "compared with b0:2;b1:2's ('' to skip)")
     parser.add_argument("--json", help="also write every result to this file")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error("--rounds and --repeats must be at least 1")
     runs, mtf_python = configurations(args)
-    results = {}
-    for i, (key, python, script, argv_) in enumerate(runs):
-        sys.stderr.write("[%d/%d] %s\n" % (i + 1, len(runs), " ".join(map(str, key))))
-        results[key] = run_one(python, script, argv_, args.timeout)
+    rounds = []
+    for r in range(args.rounds):
+        results = {}
+        for i, (key, python, script, argv_) in enumerate(runs):
+            sys.stderr.write("[round %d/%d, %d/%d] %s\n" % (r + 1, args.rounds, i + 1, len(runs),
+                                                           " ".join(map(str, key))))
+            results[key] = run_one(python, script, argv_, args.timeout)
+        rounds.append(results)
+    results = combine_rounds(rounds)
     text = report(results, args, mtf_python)
     print(text)
     if args.json:

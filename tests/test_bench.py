@@ -12,14 +12,17 @@ def test_bench_harness_runs_a_tiny_configuration(tmp_path):
     env = dict(os.environ, NAMEDMESH_MTF_ORACLE=str(tmp_path / "no-oracle"))
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "bench.py"), "--tiny", "--repeats",
-         "2", "--groups", "16", "--meshes", "b0:2;b1:2", "--executors", "placement",
-         "--json", str(out)], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+         "2", "--rounds", "2", "--groups", "16", "--meshes", "b0:2;b1:2", "--executors",
+         "placement", "--json", str(out)], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no oracle" in proc.stdout
     results = {tuple(r["key"][:1]): r for r in json.loads(out.read_text())}
     step, floor = results[("namedmesh",)], results[("floor",)]
     assert step["dispatch"] == "index" and step["processors"] == 4
-    assert len(step["steps_s"]) == 2 and step["median_s"] > 0 and step["peak_rss_mb"] > 100
+    assert len(step["steps_s"]) == 4 and step["median_s"] > 0 and step["peak_rss_mb"] > 100
+    assert len(step["rounds_median_s"]) == 2     # two rounds of the grid, then their median
+    assert min(step["rounds_median_s"]) <= step["median_s"] <= max(step["rounds_median_s"])
     assert floor["slots"] == step["slots"] > 0
     assert "b0:2;b1:2  placement  index" in proc.stdout
     assert "step / FFN floor" in proc.stdout
+    assert "median over 2 rounds" in proc.stdout
