@@ -212,7 +212,6 @@ class ReplicaImpl(MeshImpl):
         return _scale_gradient(out, 1.0 / self.mesh.size)
 
 
-
 @contextlib.contextmanager
 def _backward_of(scope: str):
     """The backward pass of a collective whose forward ran in name scope ``scope``: recorded
@@ -221,6 +220,7 @@ def _backward_of(scope: str):
     with trace.backward_phase(), tf.name_scope("gradient_tape/%s/" % scope if scope
                                                else "gradient_tape/"):
         yield
+
 
 @tf.custom_gradient
 def _scale_gradient_impl(v, scale):
