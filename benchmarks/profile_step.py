@@ -27,6 +27,7 @@ seconds, summed over replicas: more than the step's wall time.
 """
 import argparse
 import collections
+import json
 import os
 import sys
 import time
@@ -179,6 +180,7 @@ def main(argv=None):
     add_workload_args(parser)
     parser.add_argument("--dispatch", choices=["auto", "einsum", "index"], default="auto")
     parser.add_argument("--executor", choices=["placement", "strategy"], default="placement")
+    parser.add_argument("--json", help="also write the seconds by phase to this file")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.executor == "strategy":
@@ -186,6 +188,11 @@ def main(argv=None):
     else:
         totals, untraced, num_ops = profile(args)
     print(render(totals, untraced, num_ops, args))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"executor": args.executor, "step_s": untraced, "ops": num_ops,
+                       "seconds": {"%s/%s" % key: value for key, value in totals.items()}},
+                      f, indent=1)
 
 
 if __name__ == "__main__":

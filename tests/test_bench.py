@@ -26,3 +26,23 @@ def test_bench_harness_runs_a_tiny_configuration(tmp_path):
     assert "b0:2;b1:2  placement  index" in proc.stdout
     assert "step / FFN floor" in proc.stdout
     assert "median over 2 rounds" in proc.stdout
+
+
+def test_strategy_profile_attributes_every_phase_forward_and_backward(tmp_path):
+    """profile_step.py --executor strategy on a tiny workload: TensorFlow's profiler sees the
+    replicas' ops, and the collectives' backward ops land in their phase (they are named
+    gradient_tape/<forward scope>/, as TensorFlow names its own gradients)."""
+    out = tmp_path / "profile.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "--tiny",
+         "--repeats", "1", "--group-size", "16", "--mesh", "b0:2;b1:2", "--executor",
+         "strategy", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(tf.distribute executor)" in proc.stdout
+    profile = json.loads(out.read_text())
+    assert profile["executor"] == "strategy" and profile["ops"] > 100
+    seconds = profile["seconds"]
+    for phase in ("router", "dispatch", "combine", "all-to-alls", "expert FFN",
+                  "variables onto the mesh"):
+        for direction in ("forward", "backward"):
+            assert seconds.get("%s/%s" % (phase, direction), 0.0) > 0, (phase, direction)
