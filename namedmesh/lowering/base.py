@@ -21,6 +21,7 @@ gradient summed over copies is the gradient of the global program.
 """
 
 import abc
+import numbers
 from typing import Callable, Sequence, Tuple
 
 import tensorflow as tf
@@ -30,6 +31,15 @@ from namedmesh.lowering import trace
 LaidOut = Tuple[tf.Tensor, ...]
 
 REDUCTIONS = ("SUM", "MAX", "MIN")
+
+
+def take_block(t, begin, sizes):
+    """The block of ``t`` that starts at ``begin`` with ``sizes`` (-1: to the end) along
+    each axis.  ``begin`` holds ints (a processor id known while tracing: an index) or,
+    where the processor id is a tensor, scalar tensors (one ``tf.slice``)."""
+    if all(isinstance(b, numbers.Integral) for b in begin):
+        return t[tuple(slice(b, None if n == -1 else b + n) for b, n in zip(begin, sizes))]
+    return tf.slice(t, tf.stack([tf.cast(b, tf.int32) for b in begin]), sizes)
 
 
 class MeshImpl(abc.ABC):
@@ -185,11 +195,7 @@ class MeshImpl(abc.ABC):
             sizes = [-1] * t.shape.rank
             begin[split_axis] = coord * size
             sizes[split_axis] = size
-            if isinstance(coord, int):
-                index = [slice(None)] * t.shape.rank
-                index[split_axis] = slice(coord * size, (coord + 1) * size)
-                return t[tuple(index)]
-            return tf.slice(t, tf.stack([tf.cast(b, tf.int32) for b in begin]), sizes)
+            return take_block(t, begin, sizes)
 
         return self.slicewise(take, x, self.pcoord(mesh_axis))
 

@@ -28,7 +28,6 @@ per-replica gradients *sum* to the gradient of the global program.
 """
 
 import contextlib
-import numbers
 import threading
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -37,7 +36,7 @@ import tensorflow as tf
 
 from namedmesh.errors import MeshError
 from namedmesh.lowering import collective_keys, spmd, trace
-from namedmesh.lowering.base import LaidOut, MeshImpl
+from namedmesh.lowering.base import LaidOut, MeshImpl, take_block
 from namedmesh.mesh.processor_map import processor_map_for_strategy, strategy_kind
 
 
@@ -198,11 +197,7 @@ class ReplicaImpl(MeshImpl):
         begin = [0] * len(sizes)
         for tensor_axis, mesh_axis in split:
             begin[tensor_axis] = self.pcoord(mesh_axis)[0] * sizes[tensor_axis]
-        if all(isinstance(b, numbers.Integral) for b in begin):   # a static replica id
-            out = value[tuple(slice(b, b + n) for b, n in zip(begin, sizes))]
-        else:
-            out = tf.slice(value, tf.stack([tf.cast(b, tf.int32) for b in begin]), sizes)
-        return (tf.identity(out),)
+        return (tf.identity(take_block(value, begin, sizes)),)
 
     def export_to_tf_tensor(self, x, layout) -> tf.Tensor:
         out = x[0]
