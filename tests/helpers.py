@@ -1,8 +1,17 @@
 """Helpers for tests: named arrays in and out, axis permutations by name."""
+import functools
+
 import numpy as np
 import tensorflow as tf
 
 import namedmesh as nm
+
+
+@functools.lru_cache(maxsize=None)
+def one_device_mesh():
+    """One single-device mesh, made on first use and shared (property tests run an op on
+    hundreds of generated inputs; a mesh each would be wasted work)."""
+    return nm.Mesh()
 
 
 def shape_of(names, sizes):

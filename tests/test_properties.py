@@ -4,20 +4,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import namedmesh as nm
-from helpers import shape_of
+from helpers import one_device_mesh, shape_of
 
 POOL = "abcdef"
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True)
-
-
-_MESH = None
-
-
-def _mesh():
-    global _MESH
-    if _MESH is None:
-        _MESH = nm.Mesh()
-    return _MESH
 
 
 @st.composite
@@ -48,7 +38,7 @@ def test_einsum_matches_numpy(case, seed):
     sizes, operands, out = case
     rng = np.random.RandomState(seed % 1000)
     arrays = [np.asarray(rng.randn(*[sizes[n] for n in op]), np.float32) for op in operands]
-    mesh = _mesh()
+    mesh = one_device_mesh()
     tensors = [nm.import_tf_tensor(mesh, a, shape_of(op, a.shape)) for a, op in zip(arrays, operands)]
     got = nm.export_to_tf_tensor(nm.einsum(tensors, shape_of(out, [sizes[n] for n in out]))).numpy()
     eq = ",".join("".join(op) for op in operands) + "->" + "".join(out)
@@ -80,7 +70,7 @@ def test_reshape_matches_numpy(data):
     new = _factorizations(data.draw, total)
     new_names = ["n%d" % i for i in range(len(new))]
     x = np.arange(total, dtype=np.float32).reshape(old)
-    t = nm.import_tf_tensor(_mesh(), x, shape_of(names, old))
+    t = nm.import_tf_tensor(one_device_mesh(), x, shape_of(names, old))
     got = nm.export_to_tf_tensor(nm.reshape(t, shape_of(new_names, new))).numpy()
     np.testing.assert_array_equal(got, x.reshape(new))
 
@@ -94,7 +84,7 @@ def test_reductions_match_numpy(dims, kind, data):
     out = list(data.draw(st.permutations(kept))) if kept else []
     rng = np.random.RandomState(len(names) * 7 + len(reduced))
     x = rng.randn(*[sizes[n] for n in names]).astype(np.float32)
-    t = nm.import_tf_tensor(_mesh(), x, shape_of(names, x.shape))
+    t = nm.import_tf_tensor(one_device_mesh(), x, shape_of(names, x.shape))
     fn = {"sum": nm.reduce_sum, "mean": nm.reduce_mean, "max": nm.reduce_max,
           "min": nm.reduce_min}[kind]
     ref = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}[kind]

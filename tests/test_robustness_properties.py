@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import namedmesh as nm
+from helpers import one_device_mesh
 from namedmesh.errors import ConfigError, NamedMeshError, ShapeError
 
 SETTINGS = settings(max_examples=80, deadline=None, derandomize=True)
@@ -87,20 +88,12 @@ def test_junk_where_a_shape_dim_mesh_or_layout_goes_raises_cleanly(value):
 POOL = [("a", 2), ("b", 3), ("c", 4), ("d", 2)]
 subsets = st.lists(st.sampled_from(POOL), unique=True, max_size=4)
 DTYPES = [tf.float32, tf.float64, tf.bfloat16, tf.int32, tf.int64, tf.bool]
-MESH = None
-
-
-def mesh():
-    global MESH
-    if MESH is None:
-        MESH = nm.Mesh()
-    return MESH
 
 
 def tensor(dims, dtype=tf.float32):
     shape = nm.Shape(dims)
     value = tf.cast(tf.random.stateless_uniform(shape.sizes, [1, 2], -2, 2), dtype)
-    return nm.import_tf_tensor(mesh(), value, shape)
+    return nm.import_tf_tensor(one_device_mesh(), value, shape)
 
 
 @SETTINGS
@@ -132,8 +125,9 @@ def test_sizes_that_disagree_raise_a_shape_error(dims, which, wrong):
              lambda: nm.einsum([x, tensor([(name, wrong)])]),
              lambda: nm.reduce_sum(x, reduced_dim="%s:%d" % (name, wrong)),
              lambda: nm.softmax(x, "%s:%d" % (name, wrong)),
-             lambda: nm.import_tf_tensor(mesh(), tf.zeros([d[1] if d[0] != name else wrong
-                                                           for d in dims]), nm.Shape(dims))]
+             lambda: nm.import_tf_tensor(
+                 one_device_mesh(), tf.zeros([d[1] if d[0] != name else wrong for d in dims]),
+                 nm.Shape(dims))]
     for call in calls:
         with pytest.raises(ShapeError) as info:
             call()
@@ -222,7 +216,7 @@ def test_a_nonfinite_token_never_poisons_another(token, feature, bad, two_level)
         spec, sizes = "batch:2;length:4;d_model:8", [2, 4, 8]
     x = rng.randn(*sizes).astype(np.float32)
     x.reshape(-1, 8)[token, feature] = bad
-    y, loss, stats = layer(nm.import_tf_tensor(mesh(), x, spec), return_stats=True)
+    y, loss, stats = layer(nm.import_tf_tensor(one_device_mesh(), x, spec), return_stats=True)
     y = nm.export_to_tf_tensor(y).numpy().reshape(-1, 8)
     others = np.delete(y, token, axis=0)
     assert np.isfinite(others).all() and np.isfinite(nm.export_to_tf_tensor(loss).numpy())
